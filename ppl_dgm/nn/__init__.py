@@ -1,0 +1,25 @@
+"""Networks shared by every model family: MLPs, conv encoders/decoders, the U-Net, time/class embeddings."""
+
+from ppl_dgm.nn.blocks import AttentionBlock, Downsample, ResidualBlock, Upsample
+from ppl_dgm.nn.conv import ConvDecoder, ConvEncoder
+from ppl_dgm.nn.embeddings import ClassEmbedding, SinusoidalTimeEmbedding, sinusoidal_embedding
+from ppl_dgm.nn.functional import expand_like, per_sample_time
+from ppl_dgm.nn.mlp import MLP, TimeConditionedMLP
+from ppl_dgm.nn.unet import UNet
+
+__all__ = [
+    "AttentionBlock",
+    "ClassEmbedding",
+    "ConvDecoder",
+    "ConvEncoder",
+    "Downsample",
+    "MLP",
+    "ResidualBlock",
+    "SinusoidalTimeEmbedding",
+    "TimeConditionedMLP",
+    "UNet",
+    "Upsample",
+    "expand_like",
+    "per_sample_time",
+    "sinusoidal_embedding",
+]

@@ -1,0 +1,27 @@
+"""Argument checks shared by the network constructors (errors at the boundary)."""
+
+import numbers
+from collections.abc import Sequence
+
+__all__ = ["check_positive_int", "check_positive_int_sequence"]
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return `value` as an int, or raise naming `name` if it is not an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_positive_int_sequence(name: str, value: object, allow_empty: bool = False) -> tuple[int, ...]:
+    """Return `value` as a tuple of ints >= 1, or raise naming `name`."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of positive ints, got {value!r}")
+    if not value and not allow_empty:
+        raise ValueError(f"{name} must contain at least one positive int, got {value!r}")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < 1:
+            raise ValueError(f"{name} must be a sequence of positive ints, got {value!r}")
+    return tuple(int(item) for item in value)

@@ -1,0 +1,91 @@
+"""Multilayer perceptrons: a plain MLP and a time-conditioned ε-network for low-dimensional data."""
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from ppl_dgm.nn._checks import check_positive_int, check_positive_int_sequence
+from ppl_dgm.nn.embeddings import ClassEmbedding, SinusoidalTimeEmbedding
+from ppl_dgm.nn.functional import per_sample_time
+
+__all__ = ["MLP", "TimeConditionedMLP"]
+
+
+def _check_activation(name: str, value: object) -> None:
+    if not (isinstance(value, type) and issubclass(value, nn.Module)):
+        raise TypeError(f"{name} must be an nn.Module class such as nn.SiLU, got {value!r}")
+
+
+class MLP(nn.Module):
+    """x (B, in_features) or (B, ...) flattening to in_features -> (B, out_features)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (256, 256),
+        activation: type[nn.Module] = nn.SiLU,
+        output_activation: type[nn.Module] | None = None,
+    ):
+        super().__init__()
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
+        hidden = check_positive_int_sequence("hidden", hidden, allow_empty=True)
+        _check_activation("activation", activation)
+        if output_activation is not None:
+            _check_activation("output_activation", output_activation)
+        widths = (self.in_features, *hidden)
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(width_in, width_out), activation()]
+        layers.append(nn.Linear(widths[-1], self.out_features))
+        if output_activation is not None:
+            layers.append(output_activation())
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x.flatten(1) if x.ndim > 2 else x)
+
+
+class TimeConditionedMLP(nn.Module):
+    """ε-network for low-dimensional data: (x (B, dim), t (B,) in (0, 1], y (B,) or None) -> (B, dim).
+
+    Every hidden layer adds a projection of the time (+ class) embedding before its SiLU, as the
+    DDPM U-Net's residual blocks do (Ho et al. 2020, App. B).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (256, 256, 256),
+        time_embedding_dim: int = 64,
+        num_classes: int | None = None,
+    ):
+        super().__init__()
+        self.dim = check_positive_int("dim", dim)
+        hidden = check_positive_int_sequence("hidden", hidden)
+        self.time_embedding = SinusoidalTimeEmbedding(time_embedding_dim)
+        condition_dim = self.time_embedding.out_features
+        self.num_classes = num_classes
+        self.class_embedding = None if num_classes is None else ClassEmbedding(num_classes, condition_dim)
+        widths = (self.dim, *hidden)
+        self.hidden_layers = nn.ModuleList(
+            nn.Linear(width_in, width_out) for width_in, width_out in zip(widths[:-1], widths[1:])
+        )
+        self.condition_projections = nn.ModuleList(nn.Linear(condition_dim, width) for width in hidden)
+        self.activation = nn.SiLU()
+        self.output_layer = nn.Linear(hidden[-1], self.dim)
+
+    def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"x must have shape (B, {self.dim}), got shape {tuple(x.shape)}")
+        condition = self.time_embedding(per_sample_time(t, x))
+        if self.class_embedding is not None:
+            condition = condition + self.class_embedding(y, batch_size=x.shape[0])
+        elif y is not None:
+            raise ValueError("y was given but this TimeConditionedMLP has num_classes=None; pass num_classes")
+        condition = self.activation(condition)
+        hidden = x
+        for layer, projection in zip(self.hidden_layers, self.condition_projections):
+            hidden = self.activation(layer(hidden) + projection(condition))
+        return self.output_layer(hidden)

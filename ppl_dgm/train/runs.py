@@ -1,0 +1,53 @@
+"""The ``runs/<name>/`` folder every trainer writes: config, metrics, checkpoint, image grids."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppl_dgm.train.checkpoint import Checkpoint
+
+__all__ = ["RunDir"]
+
+
+class RunDir:
+    """``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` and PNG grids of one run."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.path / "checkpoint.pt")
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        tmp = self.path / "config.json.tmp"
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.path / "config.json")
+
+    def read_config(self) -> dict[str, Any]:
+        path = self.path / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} not found: {str(self.path)!r} is not a ppl_dgm run folder")
+        return json.loads(path.read_text())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.metrics_path.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def save_grid(self, images: torch.Tensor, name: str, nrow: int = 8) -> Path:
+        """Write images (B, C, H, W) in [0, 1] as one PNG grid (torchvision ``save_image``)."""
+        from torchvision.utils import save_image
+
+        path = self.path / name
+        save_image(images.detach().float().clamp(0, 1).cpu(), path, nrow=nrow, padding=2, pad_value=1.0)
+        return path

@@ -1,0 +1,179 @@
+"""Train / load / evaluate a VAE run in ``runs/<name>/`` (what ``ppl-dgm train vae`` and the scripts call)."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from torch.utils.data import TensorDataset
+
+from ppl_dgm.data import image_shape as dataset_image_shape
+from ppl_dgm.data import load_dataset
+from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize
+from ppl_dgm.train.device import resolve_device
+from ppl_dgm.train.runs import RunDir
+from ppl_dgm.train.svi import evaluate_elbo, fit_svi
+from ppl_dgm.vae.likelihoods import LIKELIHOOD_NAMES
+from ppl_dgm.vae.vae import VAE, conv_vae, mlp_vae
+
+__all__ = ["VAEConfig", "build_vae", "vae_data", "train_vae", "load_vae_run", "evaluate_vae"]
+
+ARCHITECTURES = ("mlp", "conv")
+ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+
+
+@dataclass
+class VAEConfig:
+    """Everything that defines a VAE run; saved as ``config.json``."""
+
+    dataset: str = "mnist5k"
+    likelihood: str = "bernoulli"
+    arch: str = "mlp"
+    latent_dim: int = 50
+    hidden: int = 400
+    channels: int = 32
+    beta: float = 1.0
+    elbo: str = "meanfield"
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.likelihood not in LIKELIHOOD_NAMES:
+            raise ValueError(f"likelihood={self.likelihood!r} is not known; expected one of {LIKELIHOOD_NAMES}")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch={self.arch!r} is not known; expected one of {ARCHITECTURES}")
+        if self.elbo not in ELBOS:
+            raise ValueError(f"elbo={self.elbo!r} is not known; expected one of {tuple(ELBOS)}")
+        for name in ("latent_dim", "hidden", "channels", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ValueError(f"lr must be a positive float, got {self.lr!r}")
+
+
+def build_vae(config: VAEConfig) -> VAE:
+    """The network a config describes (untrained)."""
+    shape = dataset_image_shape(config.dataset)
+    if config.arch == "mlp":
+        return mlp_vae(shape, config.latent_dim, (config.hidden,), config.likelihood, config.beta)
+    return conv_vae(shape, config.latent_dim, config.channels, config.likelihood, config.beta)
+
+
+def _binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """One fixed stochastic binarization (Salakhutdinov & Murray 2008) seeded so runs compare."""
+    return torch.bernoulli(images, generator=torch.Generator().manual_seed(seed))
+
+
+def vae_data(config: VAEConfig, split: str) -> TensorDataset:
+    """The split a config trains/evaluates on: binarized images for Bernoulli, 8-bit images for Gaussian."""
+    if config.likelihood == "bernoulli":
+        if config.dataset == "mnist5k":
+            return load_dataset("binarized_mnist5k", split)
+        x, y = load_dataset(config.dataset, split, root=config.data_root).tensors
+        return TensorDataset(_binarize(x), y)
+    return load_dataset(config.dataset, split, root=config.data_root)
+
+
+def _dequantize_batch(batch):
+    return (dequantize(batch[0]),) + tuple(batch[1:])
+
+
+def _transform(config: VAEConfig):
+    # Gaussian densities are only honest on dequantized 8-bit data (DESIGN.md, bits/dim convention).
+    return _dequantize_batch if config.likelihood == "gaussian" else None
+
+
+def evaluate_vae(vae: VAE, config: VAEConfig, data: TensorDataset) -> dict[str, float]:
+    """Held-out ELBO in nats per image (and bits/dim for 8-bit Gaussian data)."""
+    elbo = evaluate_elbo(vae.model, vae.guide, data, loss=ELBOS[config.elbo](), transform=_transform(config))
+    result = {"test_elbo_nats": elbo}
+    if config.likelihood == "gaussian":
+        result["test_bits_per_dim"] = bits_per_dim(-elbo, data.tensors[0][0].numel())
+    return result
+
+
+def _write_grids(run: RunDir, vae: VAE, test_images: torch.Tensor, seed: int) -> None:
+    vae.eval()
+    samples = vae.sample(64, generator=torch.Generator(device=test_images.device).manual_seed(seed))
+    run.save_grid(samples, "samples.png", nrow=8)
+    originals = test_images[:32]
+    reconstructions = vae.reconstruct(originals)
+    # rows alternate: 8 originals, then their 8 reconstructions
+    pairs = torch.stack([originals.view(4, 8, *originals.shape[1:]), reconstructions.view(4, 8, *originals.shape[1:])], 1)
+    run.save_grid(pairs.flatten(0, 2), "reconstructions.png", nrow=8)
+    vae.train()
+
+
+def train_vae(
+    config: VAEConfig,
+    run_dir: str | os.PathLike,
+    *,
+    device: str | torch.device = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train a VAE by SVI into ``run_dir`` (config, metrics, checkpoint, grids); returns held-out figures."""
+    run = RunDir(run_dir)
+    if resume and (run.path / "config.json").is_file():
+        saved = run.read_config()
+        if saved != asdict(config):
+            changed = sorted(k for k in saved if saved.get(k) != asdict(config).get(k))
+            raise ValueError(f"resume: config differs from the one saved in {str(run.path)!r} in {changed}")
+    run.write_config(asdict(config))
+    device = resolve_device(device)
+    pyro.set_rng_seed(config.seed)
+    pyro.clear_param_store()
+    train_data, test_data = vae_data(config, "train"), vae_data(config, "test")
+    vae = build_vae(config).to(device)
+    test_images = test_data.tensors[0].to(device)
+
+    started = time.perf_counter()
+    history = fit_svi(
+        vae.model,
+        vae.guide,
+        train_data,
+        loss=ELBOS[config.elbo](),
+        optim=partial(torch.optim.Adam, lr=config.lr),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        device=device,
+        val_data=test_data,
+        checkpoint=run.checkpoint,
+        resume=resume,
+        progress=progress,
+        metrics_path=run.metrics_path,
+        transform=_transform(config),
+        max_steps=max_steps,
+        seed=config.seed,
+        on_epoch_end=lambda epoch, record: _write_grids(run, vae, test_images, config.seed),
+        description=f"vae {config.dataset}",
+    )
+    seconds = time.perf_counter() - started
+    _write_grids(run, vae, test_images, config.seed)
+    result = {"epochs_done": len(history), "train_seconds": seconds, "device": str(device)}
+    if history.records:
+        result["train_loss"] = history.loss[-1]
+    result.update(evaluate_vae(vae, config, test_data))
+    return result
+
+
+def load_vae_run(run_dir: str | os.PathLike, device: str | torch.device = "auto") -> tuple[VAE, VAEConfig]:
+    """The trained VAE and its config from a run folder written by :func:`train_vae`."""
+    run = RunDir(run_dir)
+    config = VAEConfig(**run.read_config())
+    vae = build_vae(config)
+    state = run.checkpoint.load(map_location="cpu")
+    vae.load_state_dict(state["module"])
+    return vae.to(resolve_device(device)).eval(), config
+

@@ -1,0 +1,131 @@
+"""The variational autoencoder as a Pyro model/guide pair (Kingma & Welling 2014; Rezende et al. 2014)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.nn import PyroModule
+from torch import nn
+from torch.nn import functional as F
+
+from ppl_dgm.nn._checks import check_positive_int
+from ppl_dgm.vae.likelihoods import make_likelihood
+
+__all__ = ["VAE", "GaussianEncoder", "mlp_vae", "conv_vae"]
+
+
+class GaussianEncoder(nn.Module):
+    """Wraps a network with 2·latent_dim outputs into q(z|x) = N(loc, diag(scale²)); scale = softplus + 1e-5."""
+
+    def __init__(self, net: nn.Module, latent_dim: int):
+        super().__init__()
+        self.net = net
+        self.latent_dim = latent_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw_scale = self.net(x).split(self.latent_dim, dim=-1)
+        return loc, F.softplus(raw_scale) + 1e-5
+
+
+class VAE(PyroModule):
+    """p(z) = N(0, I), p(x|z) = likelihood(decoder(z)); q(z|x) = N(encoder(x)) — per-example sites in plate "data".
+
+    ``encoder(x) -> (loc, scale)`` each (B, latent_dim); ``decoder(z) -> (B, *image_shape)`` raw
+    parameters that ``likelihood`` turns into a distribution. ``beta`` scales the KL term
+    (β-VAE, Higgins et al. 2017) by scaling the z sites of model and guide alike.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module, latent_dim: int, beta: float = 1.0):
+        super().__init__()
+        check_positive_int("latent_dim", latent_dim)
+        if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
+            raise ValueError(f"beta must be a positive float, got {beta!r}")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.likelihood = likelihood
+        self.latent_dim = latent_dim
+        self.beta = float(beta)
+
+    def _prior(self, batch_size: int, like: torch.Tensor) -> dist.TorchDistribution:
+        zeros = torch.zeros(batch_size, self.latent_dim, device=like.device, dtype=like.dtype)
+        return dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
+
+    def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        with pyro.plate("data", x.shape[0]):
+            with poutine.scale(scale=self.beta):
+                z = pyro.sample("z", self._prior(x.shape[0], x))
+            return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+
+    def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        loc, scale = self.encoder(x)
+        with pyro.plate("data", x.shape[0]):
+            with poutine.scale(scale=self.beta):
+                return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters (loc, scale) of q(z|x), each (B, latent_dim)."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean of p(x|z) (probabilities for Bernoulli, means for Gaussian), (B, *image_shape)."""
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean of each input: E[x | z = E_q[z|x]]."""
+        loc, _ = self.encoder(x)
+        return self.decode(loc)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = True) -> torch.Tensor:
+        """n images from the generative model: z ~ p(z), then the mean of p(x|z) (or a draw with ``mean=False``)."""
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        parameter = next(self.parameters())
+        z = torch.randn(n, self.latent_dim, generator=generator, device=parameter.device, dtype=parameter.dtype)
+        output = self.decoder(z)
+        return self.likelihood.mean(output) if mean else self.likelihood(output).sample()
+
+
+def _check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(tuple(image_shape)) != 3 or any(not isinstance(s, int) or s < 1 for s in image_shape):
+        raise ValueError(f"image_shape must be (C, H, W) positive ints, got {image_shape!r}")
+    return tuple(image_shape)
+
+
+def mlp_vae(
+    image_shape: Sequence[int],
+    latent_dim: int = 50,
+    hidden: Sequence[int] = (400,),
+    likelihood: str = "bernoulli",
+    beta: float = 1.0,
+) -> VAE:
+    """The MLP VAE of Kingma & Welling 2014 (784-400-50 as in the Pyro tutorial), SiLU hidden layers."""
+    from ppl_dgm.nn import MLP
+
+    image_shape = _check_image_shape(image_shape)
+    check_positive_int("latent_dim", latent_dim)
+    num_pixels = image_shape[0] * image_shape[1] * image_shape[2]
+    encoder = GaussianEncoder(MLP(num_pixels, 2 * latent_dim, hidden=tuple(hidden)), latent_dim)
+    decoder = nn.Sequential(MLP(latent_dim, num_pixels, hidden=tuple(reversed(hidden))), nn.Unflatten(1, image_shape))
+    return VAE(encoder, decoder, make_likelihood(likelihood, image_shape), latent_dim, beta)
+
+
+def conv_vae(
+    image_shape: Sequence[int],
+    latent_dim: int = 32,
+    channels: int = 32,
+    likelihood: str = "bernoulli",
+    beta: float = 1.0,
+) -> VAE:
+    """A convolutional VAE for 8x8, 28x28 or 32x32 images (encoder/decoder from :mod:`ppl_dgm.nn.conv`)."""
+    from ppl_dgm.nn import ConvDecoder, ConvEncoder
+
+    image_shape = _check_image_shape(image_shape)
+    check_positive_int("latent_dim", latent_dim)
+    encoder = GaussianEncoder(ConvEncoder(image_shape, 2 * latent_dim, channels=channels), latent_dim)
+    decoder = ConvDecoder(latent_dim, image_shape, channels=channels)
+    return VAE(encoder, decoder, make_likelihood(likelihood, image_shape), latent_dim, beta)

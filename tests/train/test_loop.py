@@ -1,0 +1,97 @@
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ppl_dgm.train import Checkpoint, TrainingDiverged, fit
+
+
+def regression_data(n=100):
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 3, generator=generator)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.1 * torch.randn(n, 1, generator=generator)
+    return x, y
+
+
+def make_model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.2), nn.Tanh(), nn.Linear(8, 1))
+
+
+def mse(model):
+    # dropout makes the loss depend on the global RNG: resume must restore it to be exact
+    return lambda batch: ((model(batch[0]) - batch[1]) ** 2).mean()
+
+
+def test_fit_converges_on_linear_regression():
+    x, y = regression_data(400)
+    model = nn.Linear(3, 1)
+    history = fit(model, lambda b: ((model(b[0]) - b[1]) ** 2).mean(), (x, y), epochs=60, batch_size=32,
+                  optim=lambda p: torch.optim.Adam(p, lr=0.05), device="cpu", progress=False)
+    assert history.loss[-1] < 0.02  # noise variance is 0.01
+    assert torch.allclose(model.weight.detach(), torch.tensor([[1.0, -2.0, 0.5]]), atol=0.05)
+
+
+@pytest.mark.parametrize("first_steps", [7, 14])  # mid-epoch (batches of 16 → 7 per epoch) and epoch boundary
+def test_resume_continues_exactly(tmp_path, first_steps):
+    data = regression_data()
+    kwargs = dict(epochs=4, batch_size=16, device="cpu", progress=False, ema_decay=0.9,
+                  val_data=regression_data(30), optim=lambda p: torch.optim.Adam(p, lr=1e-2))
+
+    model = make_model()
+    torch.manual_seed(123)
+    full = fit(model, mse(model), data, checkpoint=tmp_path / "full.pt", metrics_path=tmp_path / "full.jsonl", **kwargs)
+
+    resumed = make_model()
+    torch.manual_seed(123)
+    fit(resumed, mse(resumed), data, checkpoint=tmp_path / "part.pt", metrics_path=tmp_path / "part.jsonl",
+        max_steps=first_steps, **kwargs)
+    torch.manual_seed(999)  # the resumed run must not depend on the RNG state it starts in
+    fresh = make_model()
+    again = fit(fresh, mse(fresh), data, checkpoint=tmp_path / "part.pt", metrics_path=tmp_path / "part.jsonl",
+                resume=True, **kwargs)
+
+    assert len(again) == len(full) == 4
+    for key in ("loss", "val_loss", "step"):
+        assert again[key] == pytest.approx(full[key], rel=1e-6, abs=1e-9)
+    for p, q in zip(model.parameters(), fresh.parameters()):
+        torch.testing.assert_close(p, q)
+    full_state = Checkpoint(tmp_path / "full.pt").load()
+    part_state = Checkpoint(tmp_path / "part.pt").load()
+    for name, value in full_state["ema"].items():
+        torch.testing.assert_close(part_state["ema"][name], value)
+    lines = [json.loads(line) for line in (tmp_path / "part.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_nan_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
+    x, y = regression_data()
+    model = nn.Linear(3, 1)
+    calls = {"n": 0}
+
+    def exploding(batch):
+        calls["n"] += 1
+        loss = ((model(batch[0]) - batch[1]) ** 2).mean()
+        return loss * (math.inf if calls["n"] > 10 else 1.0)  # epoch 1 (7 steps) is fine, epoch 2 diverges
+
+    checkpoint = Checkpoint(tmp_path / "ck.pt")
+    with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf) at epoch 2.*last good checkpoint is .*ck.pt"):
+        fit(model, exploding, (x, y), epochs=5, batch_size=16, device="cpu", progress=False, checkpoint=checkpoint)
+    state = checkpoint.load()
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["module"].values())
+    assert len(state["history"]) == 1 and math.isfinite(state["history"][0]["loss"])
+
+
+def test_fit_rejects_bad_arguments():
+    model = nn.Linear(3, 1)
+    data = regression_data()
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        fit(model, mse(model), data, epochs=1, batch_size=0, progress=False)
+    with pytest.raises(ValueError, match="epochs must be a positive int, got -1"):
+        fit(model, mse(model), data, epochs=-1, batch_size=4, progress=False)
+    with pytest.raises(ValueError, match="disagree in their first dimension"):
+        fit(model, mse(model), (data[0], data[1][:5]), epochs=1, batch_size=4, progress=False)
+    with pytest.raises(TypeError, match="data must be a TensorDataset"):
+        fit(model, mse(model), [1, 2, 3], epochs=1, batch_size=4, progress=False)
