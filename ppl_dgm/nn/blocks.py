@@ -16,7 +16,9 @@ class ResidualBlock(nn.Module):
     when the width changes (Ho et al. 2020, App. B, after Wide ResNets, Zagoruyko & Komodakis 2016).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, embedding_dim: int, dropout: float = 0.0, groups: int = 8):
+    def __init__(
+        self, in_channels: int, out_channels: int, embedding_dim: int, dropout: float = 0.0, groups: int = 8
+    ):
         super().__init__()
         self.norm_in = nn.GroupNorm(groups, in_channels)
         self.conv_in = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -72,7 +74,10 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour resize to `size` then 3x3 conv (Ho et al. 2020); `size` is the matching skip's (H, W)."""
+    """Nearest-neighbour resize of x (B, C, h, w) to `size` = (H, W), then 3x3 conv (Ho et al. 2020).
+
+    The U-Net passes the matching skip's (H, W), so an odd side comes back exactly (7 -> 4 -> 7).
+    """
 
     def __init__(self, channels: int):
         super().__init__()

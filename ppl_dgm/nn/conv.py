@@ -4,11 +4,9 @@ Each stride-2 stage halves the side and doubles the width, DCGAN-style (Radford 
 8 -> 4 -> 2, 28 -> 14 -> 7, 32 -> 16 -> 8 -> 4; the decoder mirrors the encoder exactly.
 """
 
-from collections.abc import Sequence
-
 from torch import Tensor, nn
 
-from ppl_dgm.nn._checks import check_positive_int
+from ppl_dgm._checks import check_positive_int, check_positive_int_sequence
 
 __all__ = ["ConvEncoder", "ConvDecoder"]
 
@@ -18,17 +16,13 @@ _STRIDE2_STAGES = {8: 2, 28: 2, 32: 3}
 
 def _check_image_shape(image_shape: object) -> tuple[int, int, int]:
     supported = ", ".join(f"(C, {side}, {side})" for side in _STRIDE2_STAGES)
-    if (
-        isinstance(image_shape, (str, bytes))
-        or not isinstance(image_shape, Sequence)
-        or len(image_shape) != 3
-        or not all(isinstance(size, int) and not isinstance(size, bool) and size >= 1 for size in image_shape)
-    ):
-        raise ValueError(f"image_shape must be (C, H, W), one of {supported}, got {image_shape!r}")
-    channels, height, width = image_shape
+    shape = check_positive_int_sequence("image_shape", image_shape)
+    if len(shape) != 3:
+        raise ValueError(f"image_shape must be (C, H, W), one of {supported}, got {shape!r}")
+    _, height, width = shape
     if height != width or height not in _STRIDE2_STAGES:
-        raise ValueError(f"image_shape must be one of {supported}, got {tuple(image_shape)!r}")
-    return channels, height, width
+        raise ValueError(f"image_shape must be one of {supported}, got {shape!r}")
+    return shape
 
 
 def _stage_widths(channels: int, side: int) -> list[int]:
@@ -59,7 +53,10 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """z (B, in_features) -> (B, C, H, W) unconstrained (logits or means): Linear, 4x4 stride-2 transposed convs, 3x3 head."""
+    """z (B, in_features) -> (B, C, H, W), unconstrained (logits or means).
+
+    Linear, 4x4 stride-2 transposed convs with SiLU, 3x3 output conv.
+    """
 
     def __init__(self, in_features: int, image_shape: tuple[int, int, int], channels: int = 32):
         super().__init__()

@@ -5,7 +5,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ppl_dgm.nn._checks import check_positive_int
+from ppl_dgm._checks import check_positive_int
 
 __all__ = ["sinusoidal_embedding", "SinusoidalTimeEmbedding", "ClassEmbedding"]
 
@@ -46,7 +46,10 @@ class SinusoidalTimeEmbedding(nn.Module):
         self.dim = check_positive_int("dim", dim)
         if self.dim < 2:
             raise ValueError(f"dim must be an int >= 2, got {dim!r}")
-        self.out_features = 4 * self.dim if hidden_dim is None else check_positive_int("hidden_dim", hidden_dim)
+        if hidden_dim is None:
+            self.out_features = 4 * self.dim
+        else:
+            self.out_features = check_positive_int("hidden_dim", hidden_dim)
         self.mlp = nn.Sequential(
             nn.Linear(self.dim, self.out_features),
             nn.SiLU(),

@@ -7,9 +7,9 @@ __all__ = ["expand_like", "per_sample_time"]
 
 
 def expand_like(t: Tensor, x: Tensor) -> Tensor:
-    """Append singleton dims to `t` so it broadcasts against `x`: (B,) -> (B, 1, ..., 1), (B, C) -> (B, C, 1, 1).
+    """Append singleton dims to `t` so it broadcasts against `x` (B, ...): (B,) -> (B, 1, ..., 1).
 
-    The one helper for broadcasting per-sample time (or per-channel vectors) over image dims.
+    The one helper for broadcasting per-sample time over image dims; also (B, C) -> (B, C, 1, 1).
     """
     if t.ndim > x.ndim:
         raise ValueError(f"t must have at most x.ndim={x.ndim} dims, got t of shape {tuple(t.shape)}")

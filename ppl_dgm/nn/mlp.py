@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from ppl_dgm.nn._checks import check_positive_int, check_positive_int_sequence
+from ppl_dgm._checks import check_positive_int, check_positive_int_sequence
 from ppl_dgm.nn.embeddings import ClassEmbedding, SinusoidalTimeEmbedding
 from ppl_dgm.nn.functional import per_sample_time
 
@@ -64,10 +64,11 @@ class TimeConditionedMLP(nn.Module):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
         hidden = check_positive_int_sequence("hidden", hidden)
+        time_embedding_dim = check_positive_int("time_embedding_dim", time_embedding_dim)
         self.time_embedding = SinusoidalTimeEmbedding(time_embedding_dim)
         condition_dim = self.time_embedding.out_features
-        self.num_classes = num_classes
         self.class_embedding = None if num_classes is None else ClassEmbedding(num_classes, condition_dim)
+        self.num_classes = None if self.class_embedding is None else self.class_embedding.num_classes
         widths = (self.dim, *hidden)
         self.hidden_layers = nn.ModuleList(
             nn.Linear(width_in, width_out) for width_in, width_out in zip(widths[:-1], widths[1:])

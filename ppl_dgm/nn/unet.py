@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ppl_dgm.nn._checks import check_positive_int, check_positive_int_sequence
+from ppl_dgm._checks import check_positive_int, check_positive_int_sequence
 from ppl_dgm.nn.blocks import AttentionBlock, Downsample, ResidualBlock, Upsample
 from ppl_dgm.nn.embeddings import ClassEmbedding, SinusoidalTimeEmbedding
 from ppl_dgm.nn.functional import per_sample_time
@@ -15,13 +15,16 @@ from ppl_dgm.nn.functional import per_sample_time
 __all__ = ["UNet"]
 
 
-def _downsampled_side(side: int) -> int:
-    # Side after a stride-2, padding-1, 3x3 conv: ceil(side / 2).
-    return (side + 1) // 2
+def _level_sides(side: int, num_levels: int) -> list[int]:
+    """Spatial side at each level; a stride-2, padding-1, 3x3 conv maps a side s to ceil(s / 2)."""
+    sides = [side]
+    for _ in range(num_levels - 1):
+        sides.append((sides[-1] + 1) // 2)
+    return sides
 
 
 class _Level(nn.Module):
-    """Residual blocks at one resolution, each followed by attention (or nothing), then an optional resample."""
+    """Residual blocks at one resolution, each followed by attention or identity, then optional resampling."""
 
     def __init__(self, blocks: list[nn.Module], attentions: list[nn.Module], resample: nn.Module | None):
         super().__init__()
@@ -63,7 +66,10 @@ class UNet(nn.Module):
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         self.num_classes = None if num_classes is None else check_positive_int("num_classes", num_classes)
-        self.out_channels = self.in_channels if out_channels is None else check_positive_int("out_channels", out_channels)
+        if out_channels is None:
+            self.out_channels = self.in_channels
+        else:
+            self.out_channels = check_positive_int("out_channels", out_channels)
         groups = check_positive_int("groups", groups)
         for width in sorted({channels, *(channels * mult for mult in channel_mults)}):
             if width % groups != 0:
@@ -73,9 +79,7 @@ class UNet(nn.Module):
                 )
         self.image_size = check_positive_int("image_size", image_size)
         self.attention_resolutions = attention_resolutions
-        self.level_sides = [self.image_size]
-        for _ in channel_mults[1:]:
-            self.level_sides.append(_downsampled_side(self.level_sides[-1]))
+        self.level_sides = _level_sides(self.image_size, len(channel_mults))
         missing = [side for side in attention_resolutions if side not in self.level_sides]
         if missing:
             raise ValueError(
@@ -83,14 +87,18 @@ class UNet(nn.Module):
                 f"input, {tuple(self.level_sides)}, got {attention_resolutions} ({missing} match no level); "
                 f"pass image_size for other inputs"
             )
-        self.attention_levels = {level for level, side in enumerate(self.level_sides) if side in attention_resolutions}
+        self.attention_levels = {
+            level for level, side in enumerate(self.level_sides) if side in attention_resolutions
+        }
 
         # Ho et al. 2020, App. B: sinusoidal time embedding -> MLP of width 4 * channels, fed to every block.
         self.time_embedding = SinusoidalTimeEmbedding(channels)
         embedding_dim = self.time_embedding.out_features
         # Nichol & Dhariwal 2021: the class embedding is added to the time embedding; the extra null
         # row is the unconditional label of classifier-free guidance (Ho & Salimans 2022).
-        self.class_embedding = None if self.num_classes is None else ClassEmbedding(self.num_classes, embedding_dim)
+        self.class_embedding = None
+        if self.num_classes is not None:
+            self.class_embedding = ClassEmbedding(self.num_classes, embedding_dim)
 
         def residual_block(width_in: int, width_out: int) -> ResidualBlock:
             return ResidualBlock(width_in, width_out, embedding_dim, dropout, groups)
@@ -130,8 +138,8 @@ class UNet(nn.Module):
 
         self.output_norm = nn.GroupNorm(groups, width)
         self.output_conv = nn.Conv2d(width, self.out_channels, 3, padding=1)
-        # Zero-initialized last layer, so the network starts as ε̂ = 0 (Nichol & Dhariwal 2021, "zero_module";
-        # Ho et al. 2020's code scales its last init by 1e-10).
+        # Zero-initialized last layer, so the network starts as ε̂ = 0 (Nichol & Dhariwal 2021,
+        # "zero_module"; Ho et al. 2020's code scales its last init by 1e-10).
         nn.init.zeros_(self.output_conv.weight)
         nn.init.zeros_(self.output_conv.bias)
 
@@ -139,10 +147,8 @@ class UNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"x must have shape (B, {self.in_channels}, H, W), got shape {tuple(x.shape)}")
         height, width = x.shape[-2:]
-        heights, widths = [height], [width]
-        for _ in self.level_sides[1:]:
-            heights.append(_downsampled_side(heights[-1]))
-            widths.append(_downsampled_side(widths[-1]))
+        num_levels = len(self.level_sides)
+        heights, widths = _level_sides(height, num_levels), _level_sides(width, num_levels)
         levels = {
             level
             for level, (side, other) in enumerate(zip(heights, widths))
@@ -150,8 +156,9 @@ class UNet(nn.Module):
         }
         if levels != self.attention_levels:
             raise ValueError(
-                f"x has spatial size {(height, width)}, but attention_resolutions={self.attention_resolutions} "
-                f"were placed for image_size={self.image_size}; build the UNet with image_size={height}"
+                f"x has spatial size {(height, width)}, but attention_resolutions="
+                f"{self.attention_resolutions} were placed for image_size={self.image_size}; "
+                f"build the UNet with image_size={height}"
             )
 
     def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:

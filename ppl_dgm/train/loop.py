@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from ppl_dgm._checks import check_positive_int
 from ppl_dgm.train.checkpoint import Checkpoint, rng_state, set_rng_state
 from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.ema import make_ema
@@ -82,13 +83,6 @@ def iterate_minibatches(tensors: Batch, batch_size: int, order: torch.Tensor | N
             yield tuple(t[index] for t in tensors)
 
 
-def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def _write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
     """Rewrite ``metrics.jsonl`` atomically from the records (so a resumed run never duplicates lines)."""
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
@@ -140,10 +134,11 @@ def fit(
     continues exactly where it stopped (model, optimizer, EMA, RNGs, data order, partial epoch).
     ``max_steps`` stops early (after a checkpoint) once that many optimizer steps have been taken.
     """
-    _check_positive_int("epochs", epochs)
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("max_steps", max_steps, allow_none=True)
-    _check_positive_int("log_every", log_every)
+    check_positive_int("epochs", epochs)
+    check_positive_int("batch_size", batch_size)
+    if max_steps is not None:
+        check_positive_int("max_steps", max_steps)
+    check_positive_int("log_every", log_every)
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     device = resolve_device(device)

@@ -13,6 +13,7 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch.utils.data import TensorDataset
 
+from ppl_dgm._checks import check_positive_int
 from ppl_dgm.data import image_shape as dataset_image_shape
 from ppl_dgm.data import load_dataset
 from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize
@@ -54,9 +55,7 @@ class VAEConfig:
         if self.elbo not in ELBOS:
             raise ValueError(f"elbo={self.elbo!r} is not known; expected one of {tuple(ELBOS)}")
         for name in ("latent_dim", "hidden", "channels", "epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be a positive float, got {self.lr!r}")
 

@@ -11,7 +11,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
-from ppl_dgm.nn._checks import check_positive_int
+from ppl_dgm._checks import check_positive_int
 from ppl_dgm.vae.likelihoods import make_likelihood
 
 __all__ = ["VAE", "GaussianEncoder", "mlp_vae", "conv_vae"]

@@ -11,7 +11,3 @@ def single_intra_op_thread():
     yield
     torch.set_num_threads(previous)
 
-
-@pytest.fixture(autouse=True)
-def seeded_rng():
-    torch.manual_seed(0)

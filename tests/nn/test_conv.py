@@ -28,7 +28,12 @@ def test_gradient_reaches_every_parameter(image_shape):
 def test_unsupported_image_shape():
     with pytest.raises(ValueError, match=r"image_shape must be one of \(C, 8, 8\), \(C, 28, 28\), \(C, 32, 32\), got \(1, 16, 16\)"):
         ConvEncoder((1, 16, 16), out_features=4)
-    with pytest.raises(ValueError, match=r"image_shape must be \(C, H, W\).*got \(28, 28\)"):
+    with pytest.raises(ValueError, match=r"image_shape must be \(C, H, W\), one of .*got \(28, 28\)"):
         ConvDecoder(4, (28, 28))
     with pytest.raises(ValueError, match=r"out_features must be a positive int, got 0"):
         ConvEncoder((1, 28, 28), out_features=0)
+
+
+def test_image_shape_must_be_positive_ints():
+    with pytest.raises(ValueError, match=r"image_shape must be a sequence of positive ints, got \(0, 28, 28\)"):
+        ConvEncoder((0, 28, 28), out_features=4)

@@ -162,7 +162,6 @@ def test_float64_network_runs_in_float64():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     network = perturb_output_layer(small_unet(num_classes=3)).eval()
     x, t, y = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([1, -1])

@@ -1,4 +1,4 @@
-"""Argument checks shared by the network constructors (errors at the boundary)."""
+"""Argument checks shared by public constructors and functions (errors at the boundary)."""
 
 import numbers
 from collections.abc import Sequence
