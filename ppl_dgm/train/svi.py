@@ -9,7 +9,7 @@ import os
 from typing import Any, Callable, Sequence
 
 import torch
-from pyro.infer import ELBO, Trace_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO
 from pyro.poutine.messenger import Messenger
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -18,7 +18,7 @@ from ppl_dgm.train.checkpoint import Checkpoint
 from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.loop import Batch, History, OptimizerFactory, as_tensors, evaluate_loss, fit
 
-__all__ = ["fit_svi", "evaluate_elbo", "elbo_loss_fn", "DataPlateScale", "owning_module"]
+__all__ = ["fit_svi", "evaluate_elbo", "elbo_loss_fn", "differentiable_loss", "DataPlateScale", "owning_module"]
 
 
 class DataPlateScale(Messenger):
@@ -53,12 +53,25 @@ def owning_module(model: Callable, guide: Callable) -> nn.Module:
     return found[0] if len(found) == 1 else nn.ModuleList(found)
 
 
+def differentiable_loss(loss: ELBO, model: Callable, guide: Callable, *args: Any) -> torch.Tensor:
+    """−ELBO as a tensor whose gradient is the estimator's gradient.
+
+    ``TraceGraph_ELBO`` has no ``differentiable_loss`` in Pyro 1.9: its gradient comes from a
+    surrogate loss (score-function terms with Rao–Blackwellization), so the value returned is
+    −ELBO carrying the surrogate's gradient: surrogate + (−ELBO − surrogate).detach().
+    """
+    if isinstance(loss, TraceGraph_ELBO):
+        elbo, surrogate = loss._loss_and_surrogate_loss(model, guide, args, {})
+        return surrogate + (-elbo - surrogate).detach()
+    return loss.differentiable_loss(model, guide, *args)
+
+
 def elbo_loss_fn(model: Callable, guide: Callable, loss: ELBO, num_data: int) -> Callable[[Batch], torch.Tensor]:
     """``batch -> −ELBO / num_data``: the full-data negative ELBO estimate per example, in nats."""
 
     def loss_fn(batch: Batch) -> torch.Tensor:
         with DataPlateScale(num_data / batch[0].shape[0]):
-            return loss.differentiable_loss(model, guide, *batch) / num_data
+            return differentiable_loss(loss, model, guide, *batch) / num_data
 
     return loss_fn
 

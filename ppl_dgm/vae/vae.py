@@ -14,7 +14,17 @@ from torch.nn import functional as F
 from ppl_dgm._checks import check_positive_int
 from ppl_dgm.vae.likelihoods import make_likelihood
 
-__all__ = ["VAE", "GaussianEncoder", "mlp_vae", "conv_vae"]
+__all__ = ["VAE", "GaussianEncoder", "NormalWithoutRsample", "mlp_vae", "conv_vae"]
+
+
+class NormalWithoutRsample(dist.Normal):
+    """N(loc, scale) whose draws carry no pathwise gradient, so ELBOs use score-function gradients.
+
+    A class attribute rather than ``has_rsample_(False)``: Pyro 1.9's plate broadcasting re-expands
+    ``Independent`` distributions and fails to copy the instance flag onto them.
+    """
+
+    has_rsample = False
 
 
 class GaussianEncoder(nn.Module):
@@ -35,10 +45,20 @@ class VAE(PyroModule):
 
     ``encoder(x) -> (loc, scale)`` each (B, latent_dim); ``decoder(z) -> (B, *image_shape)`` raw
     parameters that ``likelihood`` turns into a distribution. ``beta`` scales the KL term
-    (β-VAE, Higgins et al. 2017) by scaling the z sites of model and guide alike.
+    (β-VAE, Higgins et al. 2017) by scaling the z sites of model and guide alike. With
+    ``reparameterized=False`` the guide hides its ``rsample`` so Pyro's ELBOs fall back to
+    score-function (REINFORCE, Williams 1992) gradients for the encoder.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: nn.Module, latent_dim: int, beta: float = 1.0):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        likelihood: nn.Module,
+        latent_dim: int,
+        beta: float = 1.0,
+        reparameterized: bool = True,
+    ):
         super().__init__()
         check_positive_int("latent_dim", latent_dim)
         if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
@@ -48,6 +68,7 @@ class VAE(PyroModule):
         self.likelihood = likelihood
         self.latent_dim = latent_dim
         self.beta = float(beta)
+        self.reparameterized = bool(reparameterized)
 
     def _prior(self, batch_size: int, like: torch.Tensor) -> dist.TorchDistribution:
         zeros = torch.zeros(batch_size, self.latent_dim, device=like.device, dtype=like.dtype)
@@ -62,8 +83,10 @@ class VAE(PyroModule):
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         loc, scale = self.encoder(x)
         with pyro.plate("data", x.shape[0]):
+            normal = dist.Normal if self.reparameterized else NormalWithoutRsample
+            posterior = normal(loc, scale).to_event(1)
             with poutine.scale(scale=self.beta):
-                return pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+                return pyro.sample("z", posterior)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior parameters (loc, scale) of q(z|x), each (B, latent_dim)."""
