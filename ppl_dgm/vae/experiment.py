@@ -21,6 +21,7 @@ from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.runs import RunDir
 from ppl_dgm.train.svi import evaluate_elbo, fit_svi
 from ppl_dgm.vae.likelihoods import LIKELIHOOD_NAMES
+from ppl_dgm.vae.manifold import interpolate, latent_manifold
 from ppl_dgm.vae.vae import VAE, conv_vae, mlp_vae
 
 __all__ = ["VAEConfig", "build_vae", "vae_data", "train_vae", "load_vae_run", "evaluate_vae"]
@@ -110,6 +111,11 @@ def _write_grids(run: RunDir, vae: VAE, test_images: torch.Tensor, seed: int) ->
     # rows alternate: 8 originals, then their 8 reconstructions
     pairs = torch.stack([originals.view(4, 8, *originals.shape[1:]), reconstructions.view(4, 8, *originals.shape[1:])], 1)
     run.save_grid(pairs.flatten(0, 2), "reconstructions.png", nrow=8)
+    # four interpolations between pairs of held-out digits, one per row
+    rows = [interpolate(vae, test_images[2 * i], test_images[2 * i + 1], steps=10) for i in range(4)]
+    run.save_grid(torch.cat(rows), "interpolations.png", nrow=10)
+    if vae.latent_dim == 2:
+        run.save_grid(latent_manifold(vae, n=20), "manifold.png", nrow=20)
     vae.train()
 
 
