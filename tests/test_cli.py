@@ -54,3 +54,16 @@ def test_cli_rejects_bad_choices(capsys):
     with pytest.raises(SystemExit):
         main(["train", "vae", "--likelihood", "poisson"])
     assert "invalid choice: 'poisson'" in capsys.readouterr().err
+
+
+def test_hvae_with_iwae_on_digits(tmp_path, capsys):
+    args = ["train", "hvae", "--dataset", "digits", "--latent-dim", "4", "--latent-dim2", "2", "--hidden", "32",
+            "--hidden2", "16", "--epochs", "2", "--iwae-k", "20", "--runs-dir", str(tmp_path), "--no-progress", "--device", "cpu"]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "hvae_digits_bernoulli_mlp" / "results.json").read_text())
+    config = json.loads((tmp_path / "hvae_digits_bernoulli_mlp" / "config.json").read_text())
+    assert config["model"] == "hvae" and config["elbo"] == "trace"
+    assert result["iwae_k"] == 20 and result["test_iwae_nats"] > result["test_elbo_nats"]
+    capsys.readouterr()
+    with pytest.raises(ValueError, match="model='hvae' needs elbo='trace'"):
+        main(args[:-1] + ["cpu", "--elbo", "meanfield"])

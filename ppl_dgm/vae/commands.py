@@ -14,46 +14,56 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     from ppl_dgm.vae.likelihoods import LIKELIHOOD_NAMES
 
     defaults = VAEConfig()
-    parser = train.add_parser("vae", help="VAE by SVI (Bernoulli or Gaussian decoder)")
-    parser.add_argument("--dataset", default=defaults.dataset, choices=["mnist5k", "digits", "mnist", "fashion_mnist", "cifar10"])
-    parser.add_argument("--data-root", default=None, help="folder with torchvision files (mnist, fashion_mnist, cifar10); never downloads")
-    parser.add_argument("--likelihood", default=defaults.likelihood, choices=LIKELIHOOD_NAMES)
-    parser.add_argument("--arch", default=defaults.arch, choices=ARCHITECTURES)
-    parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim)
-    parser.add_argument("--hidden", type=int, default=defaults.hidden, help="MLP hidden width")
-    parser.add_argument("--channels", type=int, default=defaults.channels, help="conv base channels")
-    parser.add_argument("--beta", type=float, default=defaults.beta, help="KL weight (beta-VAE)")
-    parser.add_argument("--elbo", default=defaults.elbo, choices=tuple(ELBOS), help="Trace_ELBO or TraceMeanField_ELBO (analytic KL)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--name", default=None, help="run name (default: vae_<dataset>_<likelihood>_<arch>)")
-    parser.add_argument("--resume", action="store_true", help="continue exactly from runs/<name>/checkpoint.pt")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=_train)
-
-    for subparsers, handler, help_text in ((sample, _sample, "write a grid of samples from a trained VAE run"), (evaluate, _evaluate, "held-out ELBO of a trained VAE run")):
-        parser = subparsers.add_parser("vae", help=help_text)
-        parser.add_argument("run", help="run folder, e.g. runs/vae_mnist5k_bernoulli_mlp")
+    for model, help_text in (("vae", "VAE by SVI (Bernoulli or Gaussian decoder, beta-VAE)"), ("hvae", "two-layer hierarchical VAE by SVI")):
+        parser = train.add_parser(model, help=help_text)
+        parser.set_defaults(model=model, handler=_train)
+        parser.add_argument("--dataset", default=defaults.dataset, choices=["mnist5k", "digits", "mnist", "fashion_mnist", "cifar10"])
+        parser.add_argument("--data-root", default=None, help="folder with torchvision files (mnist, fashion_mnist, cifar10); never downloads")
+        parser.add_argument("--likelihood", default=defaults.likelihood, choices=LIKELIHOOD_NAMES)
+        parser.add_argument("--arch", default=defaults.arch, choices=ARCHITECTURES if model == "vae" else ("mlp",))
+        parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim, help="z (VAE) or z1 (HVAE) size")
+        parser.add_argument("--hidden", type=int, default=defaults.hidden, help="MLP hidden width (next to x)")
+        if model == "hvae":
+            parser.add_argument("--latent-dim2", type=int, default=defaults.latent_dim2, help="z2 size")
+            parser.add_argument("--hidden2", type=int, default=defaults.hidden2, help="hidden width between z1 and z2")
+        parser.add_argument("--channels", type=int, default=defaults.channels, help="conv base channels")
+        parser.add_argument("--beta", type=float, default=defaults.beta, help="KL weight (beta-VAE, Higgins et al. 2017)")
+        parser.add_argument("--elbo", default="auto", choices=tuple(ELBOS) + ("auto",),
+                            help="trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); auto: meanfield for VAE, trace for HVAE")
+        parser.add_argument("--epochs", type=int, default=defaults.epochs)
+        parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+        parser.add_argument("--lr", type=float, default=defaults.lr)
+        parser.add_argument("--seed", type=int, default=defaults.seed)
+        parser.add_argument("--iwae-k", type=int, default=None, help="also report the held-out IWAE bound with k samples (e.g. 1000)")
+        parser.add_argument("--runs-dir", default="runs")
+        parser.add_argument("--name", default=None, help=f"run name (default: {model}_<dataset>_<likelihood>_<arch>)")
+        parser.add_argument("--resume", action="store_true", help="continue exactly from runs/<name>/checkpoint.pt")
+        parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
         parser.add_argument("--device", default="auto")
-        if handler is _sample:
-            parser.add_argument("--n", type=int, default=64)
-            parser.add_argument("--seed", type=int, default=0)
-            parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
-        parser.set_defaults(handler=handler)
+        parser.add_argument("--no-progress", action="store_true")
+
+    for model in ("vae", "hvae"):
+        for subparsers, handler, help_text in ((sample, _sample, "write a grid of samples from a trained run"), (evaluate, _evaluate, "held-out ELBO / IWAE of a trained run")):
+            parser = subparsers.add_parser(model, help=help_text)
+            parser.add_argument("run", help=f"run folder, e.g. runs/{model}_mnist5k_bernoulli_mlp")
+            parser.add_argument("--device", default="auto")
+            if handler is _sample:
+                parser.add_argument("--n", type=int, default=64)
+                parser.add_argument("--seed", type=int, default=0)
+                parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
+            else:
+                parser.add_argument("--iwae-k", type=int, default=None, help="importance samples for the IWAE bound (e.g. 1000)")
+            parser.set_defaults(handler=handler)
 
 
 def _train(args: argparse.Namespace) -> int:
     from ppl_dgm.vae.experiment import VAEConfig, train_vae
 
-    config = VAEConfig(**{f.name: getattr(args, f.name) for f in fields(VAEConfig)})
-    name = args.name or f"vae_{config.dataset}_{config.likelihood}_{config.arch}"
+    config = VAEConfig(**{f.name: getattr(args, f.name) for f in fields(VAEConfig) if hasattr(args, f.name)})
+    name = args.name or f"{config.model}_{config.dataset}_{config.likelihood}_{config.arch}"
     run_dir = Path(args.runs_dir) / name
-    result = train_vae(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
+    result = train_vae(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress,
+                       max_steps=args.max_steps, iwae_k=args.iwae_k)
     (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, samples.png, reconstructions.png)")
@@ -79,5 +89,5 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ppl_dgm.vae.experiment import evaluate_vae, load_vae_run, vae_data
 
     vae, config = load_vae_run(args.run, device=args.device)
-    print(json.dumps(evaluate_vae(vae, config, vae_data(config, "test")), indent=2))
+    print(json.dumps(evaluate_vae(vae, config, vae_data(config, "test"), k=args.iwae_k), indent=2))
     return 0

@@ -16,10 +16,11 @@ from torch.utils.data import TensorDataset
 from ppl_dgm._checks import check_positive_int
 from ppl_dgm.data import image_shape as dataset_image_shape
 from ppl_dgm.data import load_dataset
-from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize
+from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize, iwae_log_likelihood
 from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.runs import RunDir
 from ppl_dgm.train.svi import evaluate_elbo, fit_svi
+from ppl_dgm.vae.hvae import HVAE, mlp_hvae
 from ppl_dgm.vae.likelihoods import LIKELIHOOD_NAMES
 from ppl_dgm.vae.manifold import interpolate, latent_manifold
 from ppl_dgm.vae.vae import VAE, conv_vae, mlp_vae
@@ -27,6 +28,7 @@ from ppl_dgm.vae.vae import VAE, conv_vae, mlp_vae
 __all__ = ["VAEConfig", "build_vae", "vae_data", "train_vae", "load_vae_run", "evaluate_vae"]
 
 ARCHITECTURES = ("mlp", "conv")
+MODELS = ("vae", "hvae")
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 
 
@@ -35,13 +37,16 @@ class VAEConfig:
     """Everything that defines a VAE run; saved as ``config.json``."""
 
     dataset: str = "mnist5k"
+    model: str = "vae"
     likelihood: str = "bernoulli"
     arch: str = "mlp"
     latent_dim: int = 50
     hidden: int = 400
+    latent_dim2: int = 32
+    hidden2: int = 256
     channels: int = 32
     beta: float = 1.0
-    elbo: str = "meanfield"
+    elbo: str = "auto"
     epochs: int = 50
     batch_size: int = 128
     lr: float = 1e-3
@@ -53,17 +58,30 @@ class VAEConfig:
             raise ValueError(f"likelihood={self.likelihood!r} is not known; expected one of {LIKELIHOOD_NAMES}")
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch={self.arch!r} is not known; expected one of {ARCHITECTURES}")
+        if self.model not in MODELS:
+            raise ValueError(f"model={self.model!r} is not known; expected one of {MODELS}")
+        if self.elbo == "auto":  # analytic KL where it is exact; HVAE's q(z2|z1) rules it out
+            self.elbo = "meanfield" if self.model == "vae" else "trace"
         if self.elbo not in ELBOS:
-            raise ValueError(f"elbo={self.elbo!r} is not known; expected one of {tuple(ELBOS)}")
-        for name in ("latent_dim", "hidden", "channels", "epochs", "batch_size"):
+            raise ValueError(f"elbo={self.elbo!r} is not known; expected one of {tuple(ELBOS) + ('auto',)}")
+        if self.model == "hvae" and (self.elbo != "trace" or self.arch != "mlp" or self.beta != 1.0):
+            raise ValueError(
+                f"model='hvae' needs elbo='trace', arch='mlp' and beta=1, got elbo={self.elbo!r}, arch={self.arch!r}, "
+                f"beta={self.beta!r}: q(z2|z1) depends on z1, so the mean-field analytic KL would be biased"
+            )
+        if not self.beta > 0:
+            raise ValueError(f"beta must be a positive float, got {self.beta!r}")
+        for name in ("latent_dim", "hidden", "latent_dim2", "hidden2", "channels", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
         if not self.lr > 0 or not math.isfinite(self.lr):
             raise ValueError(f"lr must be a positive float, got {self.lr!r}")
 
 
-def build_vae(config: VAEConfig) -> VAE:
+def build_vae(config: VAEConfig) -> VAE | HVAE:
     """The network a config describes (untrained)."""
     shape = dataset_image_shape(config.dataset)
+    if config.model == "hvae":
+        return mlp_hvae(shape, (config.latent_dim, config.latent_dim2), (config.hidden, config.hidden2), config.likelihood)
     if config.arch == "mlp":
         return mlp_vae(shape, config.latent_dim, (config.hidden,), config.likelihood, config.beta)
     return conv_vae(shape, config.latent_dim, config.channels, config.likelihood, config.beta)
@@ -93,12 +111,26 @@ def _transform(config: VAEConfig):
     return _dequantize_batch if config.likelihood == "gaussian" else None
 
 
-def evaluate_vae(vae: VAE, config: VAEConfig, data: TensorDataset) -> dict[str, float]:
-    """Held-out ELBO in nats per image (and bits/dim for 8-bit Gaussian data)."""
-    elbo = evaluate_elbo(vae.model, vae.guide, data, loss=ELBOS[config.elbo](), transform=_transform(config))
+def evaluate_vae(vae: VAE | HVAE, config: VAEConfig, data: TensorDataset, k: int | None = None) -> dict[str, float]:
+    """Held-out ELBO (and with ``k`` the IWAE bound, Burda et al. 2016) in nats per image; bits/dim for 8-bit data.
+
+    Bits/dim use the tightest bound computed; for the Gaussian decoder they include the
+    dequantization change of variables (DESIGN.md), with one fixed dequantization draw.
+    """
+    transform = _transform(config)
+    if transform is not None:  # one fixed dequantization so the ELBO and IWAE see the same data
+        data = TensorDataset(dequantize(data.tensors[0], generator=torch.Generator().manual_seed(config.seed)), *data.tensors[1:])
+    elbo = evaluate_elbo(vae.model, vae.guide, data, loss=ELBOS[config.elbo]())
     result = {"test_elbo_nats": elbo}
+    best = elbo
+    if k is not None:
+        device = next(vae.parameters()).device
+        x = data.tensors[0].to(device)
+        bounds = [iwae_log_likelihood(vae.model, vae.guide, chunk, k) for chunk in x.split(100)]
+        best = result["test_iwae_nats"] = torch.cat(bounds).mean().item()
+        result["iwae_k"] = k
     if config.likelihood == "gaussian":
-        result["test_bits_per_dim"] = bits_per_dim(-elbo, data.tensors[0][0].numel())
+        result["test_bits_per_dim"] = bits_per_dim(-best, data.tensors[0][0].numel())
     return result
 
 
@@ -114,7 +146,7 @@ def _write_grids(run: RunDir, vae: VAE, test_images: torch.Tensor, seed: int) ->
     # four interpolations between pairs of held-out digits, one per row
     rows = [interpolate(vae, test_images[2 * i], test_images[2 * i + 1], steps=10) for i in range(4)]
     run.save_grid(torch.cat(rows), "interpolations.png", nrow=10)
-    if vae.latent_dim == 2:
+    if vae.latent_dim == 2 and isinstance(vae, VAE):
         run.save_grid(latent_manifold(vae, n=20), "manifold.png", nrow=20)
     vae.train()
 
@@ -127,8 +159,14 @@ def train_vae(
     resume: bool = False,
     progress: bool = True,
     max_steps: int | None = None,
+    iwae_k: int | None = None,
 ) -> dict[str, Any]:
-    """Train a VAE by SVI into ``run_dir`` (config, metrics, checkpoint, grids); returns held-out figures."""
+    """Train a VAE by SVI into ``run_dir`` (config, metrics, checkpoint, grids); returns held-out figures.
+
+    With ``iwae_k`` the held-out importance-weighted bound with k samples is reported too.
+    """
+    if iwae_k is not None:
+        check_positive_int("iwae_k", iwae_k)
     run = RunDir(run_dir)
     if resume and (run.path / "config.json").is_file():
         saved = run.read_config()
@@ -169,11 +207,11 @@ def train_vae(
     result = {"epochs_done": len(history), "train_seconds": seconds, "device": str(device)}
     if history.records:
         result["train_loss"] = history.loss[-1]
-    result.update(evaluate_vae(vae, config, test_data))
+    result.update(evaluate_vae(vae, config, test_data, k=iwae_k))
     return result
 
 
-def load_vae_run(run_dir: str | os.PathLike, device: str | torch.device = "auto") -> tuple[VAE, VAEConfig]:
+def load_vae_run(run_dir: str | os.PathLike, device: str | torch.device = "auto") -> tuple[VAE | HVAE, VAEConfig]:
     """The trained VAE and its config from a run folder written by :func:`train_vae`."""
     run = RunDir(run_dir)
     config = VAEConfig(**run.read_config())
