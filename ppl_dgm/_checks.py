@@ -3,7 +3,7 @@
 import numbers
 from collections.abc import Sequence
 
-__all__ = ["check_positive_int", "check_positive_int_sequence"]
+__all__ = ["check_positive_int", "check_positive_int_sequence", "check_image_shape"]
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -24,4 +24,14 @@ def check_positive_int_sequence(name: str, value: object, allow_empty: bool = Fa
     for item in value:
         if isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < 1:
             raise ValueError(f"{name} must be a sequence of positive ints, got {value!r}")
+    return tuple(int(item) for item in value)
+
+
+def check_image_shape(value: object, name: str = "image_shape") -> tuple[int, int, int]:
+    """Return `value` as a (C, H, W) tuple of positive ints, or raise naming `name`."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 3:
+        raise ValueError(f"{name} must be (C, H, W) positive ints, got {value!r}")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < 1:
+            raise ValueError(f"{name} must be (C, H, W) positive ints, got {value!r}")
     return tuple(int(item) for item in value)

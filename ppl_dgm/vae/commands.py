@@ -42,6 +42,33 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
         parser.add_argument("--device", default="auto")
         parser.add_argument("--no-progress", action="store_true")
 
+    from ppl_dgm.vae.autoencoder_experiment import AEConfig
+    from ppl_dgm.vae.autoencoder import NOISE_TYPES, RECONSTRUCTION_LOSSES
+
+    ae_defaults = AEConfig()
+    for model, corruption, help_text in (("ae", 0.0, "deterministic autoencoder (plain torch)"), ("dae", 0.3, "denoising autoencoder (Vincent et al. 2008)")):
+        parser = train.add_parser(model, help=help_text)
+        parser.set_defaults(handler=_train_autoencoder, model=model)
+        parser.add_argument("--dataset", default=ae_defaults.dataset, choices=["mnist5k", "digits", "mnist", "fashion_mnist", "cifar10"])
+        parser.add_argument("--data-root", default=None)
+        parser.add_argument("--arch", default=ae_defaults.arch, choices=ARCHITECTURES)
+        parser.add_argument("--latent-dim", type=int, default=ae_defaults.latent_dim)
+        parser.add_argument("--hidden", type=int, default=ae_defaults.hidden)
+        parser.add_argument("--channels", type=int, default=ae_defaults.channels)
+        parser.add_argument("--corruption", type=float, default=corruption, help="masking probability or Gaussian noise std")
+        parser.add_argument("--noise", default=ae_defaults.noise, choices=NOISE_TYPES)
+        parser.add_argument("--loss", default=ae_defaults.loss, choices=RECONSTRUCTION_LOSSES, help="bce on binarized digits or mse on grey levels")
+        parser.add_argument("--epochs", type=int, default=ae_defaults.epochs)
+        parser.add_argument("--batch-size", type=int, default=ae_defaults.batch_size)
+        parser.add_argument("--lr", type=float, default=ae_defaults.lr)
+        parser.add_argument("--seed", type=int, default=ae_defaults.seed)
+        parser.add_argument("--runs-dir", default="runs")
+        parser.add_argument("--name", default=None, help=f"run name (default: {model}_<dataset>_<arch>)")
+        parser.add_argument("--resume", action="store_true")
+        parser.add_argument("--max-steps", type=int, default=None)
+        parser.add_argument("--device", default="auto")
+        parser.add_argument("--no-progress", action="store_true")
+
     for model in ("vae", "hvae"):
         for subparsers, handler, help_text in ((sample, _sample, "write a grid of samples from a trained run"), (evaluate, _evaluate, "held-out ELBO / IWAE of a trained run")):
             parser = subparsers.add_parser(model, help=help_text)
@@ -67,6 +94,17 @@ def _train(args: argparse.Namespace) -> int:
     (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, samples.png, reconstructions.png)")
+    return 0
+
+
+def _train_autoencoder(args: argparse.Namespace) -> int:
+    from ppl_dgm.vae.autoencoder_experiment import AEConfig, train_autoencoder
+
+    config = AEConfig(**{f.name: getattr(args, f.name) for f in fields(AEConfig) if hasattr(args, f.name)})
+    run_dir = Path(args.runs_dir) / (args.name or f"{args.model}_{config.dataset}_{config.arch}")
+    result = train_autoencoder(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
+    (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
     return 0
 
 

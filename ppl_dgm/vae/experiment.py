@@ -11,6 +11,7 @@ from typing import Any
 import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from ppl_dgm._checks import check_positive_int
@@ -25,7 +26,7 @@ from ppl_dgm.vae.likelihoods import LIKELIHOOD_NAMES
 from ppl_dgm.vae.manifold import interpolate, latent_manifold
 from ppl_dgm.vae.vae import VAE, conv_vae, mlp_vae
 
-__all__ = ["VAEConfig", "build_vae", "vae_data", "train_vae", "load_vae_run", "evaluate_vae"]
+__all__ = ["VAEConfig", "build_vae", "vae_data", "train_vae", "load_vae_run", "evaluate_vae", "write_grids"]
 
 ARCHITECTURES = ("mlp", "conv")
 MODELS = ("vae", "hvae")
@@ -134,21 +135,23 @@ def evaluate_vae(vae: VAE | HVAE, config: VAEConfig, data: TensorDataset, k: int
     return result
 
 
-def _write_grids(run: RunDir, vae: VAE, test_images: torch.Tensor, seed: int) -> None:
-    vae.eval()
-    samples = vae.sample(64, generator=torch.Generator(device=test_images.device).manual_seed(seed))
-    run.save_grid(samples, "samples.png", nrow=8)
+def write_grids(run: RunDir, model: nn.Module, test_images: torch.Tensor, seed: int) -> None:
+    """samples.png (models that sample), reconstructions.png, interpolations.png, manifold.png (2-D VAEs)."""
+    model.eval()
+    if hasattr(model, "sample"):
+        samples = model.sample(64, generator=torch.Generator(device=test_images.device).manual_seed(seed))
+        run.save_grid(samples, "samples.png", nrow=8)
     originals = test_images[:32]
-    reconstructions = vae.reconstruct(originals)
+    reconstructions = model.reconstruct(originals)
     # rows alternate: 8 originals, then their 8 reconstructions
     pairs = torch.stack([originals.view(4, 8, *originals.shape[1:]), reconstructions.view(4, 8, *originals.shape[1:])], 1)
     run.save_grid(pairs.flatten(0, 2), "reconstructions.png", nrow=8)
     # four interpolations between pairs of held-out digits, one per row
-    rows = [interpolate(vae, test_images[2 * i], test_images[2 * i + 1], steps=10) for i in range(4)]
+    rows = [interpolate(model, test_images[2 * i], test_images[2 * i + 1], steps=10) for i in range(4)]
     run.save_grid(torch.cat(rows), "interpolations.png", nrow=10)
-    if vae.latent_dim == 2 and isinstance(vae, VAE):
-        run.save_grid(latent_manifold(vae, n=20), "manifold.png", nrow=20)
-    vae.train()
+    if isinstance(model, VAE) and model.latent_dim == 2:
+        run.save_grid(latent_manifold(model, n=20), "manifold.png", nrow=20)
+    model.train()
 
 
 def train_vae(
@@ -199,11 +202,11 @@ def train_vae(
         transform=_transform(config),
         max_steps=max_steps,
         seed=config.seed,
-        on_epoch_end=lambda epoch, record: _write_grids(run, vae, test_images, config.seed),
+        on_epoch_end=lambda epoch, record: write_grids(run, vae, test_images, config.seed),
         description=f"vae {config.dataset}",
     )
     seconds = time.perf_counter() - started
-    _write_grids(run, vae, test_images, config.seed)
+    write_grids(run, vae, test_images, config.seed)
     result = {"epochs_done": len(history), "train_seconds": seconds, "device": str(device)}
     if history.records:
         result["train_loss"] = history.loss[-1]

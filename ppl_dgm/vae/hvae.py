@@ -16,9 +16,9 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
-from ppl_dgm._checks import check_positive_int
+from ppl_dgm._checks import check_image_shape, check_positive_int
 from ppl_dgm.vae.likelihoods import make_likelihood
-from ppl_dgm.vae.vae import GaussianEncoder, _check_image_shape
+from ppl_dgm.vae.vae import GaussianEncoder
 
 __all__ = ["HVAE", "mlp_hvae"]
 
@@ -96,7 +96,7 @@ def mlp_hvae(
     """MLP HVAE close to Burda et al. 2016's two-layer net (x–hidden[0]–z1–hidden[1]–z2)."""
     from ppl_dgm.nn import MLP
 
-    image_shape = _check_image_shape(image_shape)
+    image_shape = check_image_shape(image_shape)
     z1_dim, z2_dim = (check_positive_int("latent_dims", d) for d in latent_dims)
     first, second = (check_positive_int("hidden", h) for h in hidden)
     num_pixels = image_shape[0] * image_shape[1] * image_shape[2]

@@ -30,10 +30,11 @@ def latent_manifold(vae, n: int = 20, margin: float = 0.05) -> torch.Tensor:
 
 @torch.no_grad()
 def interpolate(vae, x_start: torch.Tensor, x_end: torch.Tensor, steps: int = 10) -> torch.Tensor:
-    """Decode the straight line between the posterior means of two images, (steps, C, H, W), endpoints included."""
+    """Decode the straight line between the codes (posterior means) of two images, (steps, C, H, W), endpoints included."""
     check_positive_int("steps", steps)
     if x_start.shape != x_end.shape:
         raise ValueError(f"x_start and x_end must have the same shape, got {tuple(x_start.shape)} and {tuple(x_end.shape)}")
-    loc, _ = vae.encode(torch.stack([x_start, x_end]))
+    codes = vae.encode(torch.stack([x_start, x_end]))
+    loc = codes[0] if isinstance(codes, tuple) else codes  # VAEs give (loc, scale), autoencoders a code
     weights = torch.linspace(0.0, 1.0, steps, device=loc.device, dtype=loc.dtype)[:, None]
     return vae.decode((1 - weights) * loc[0] + weights * loc[1])

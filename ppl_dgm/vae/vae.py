@@ -11,7 +11,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
-from ppl_dgm._checks import check_positive_int
+from ppl_dgm._checks import check_image_shape, check_positive_int
 from ppl_dgm.vae.likelihoods import make_likelihood
 
 __all__ = ["VAE", "GaussianEncoder", "NormalWithoutRsample", "mlp_vae", "conv_vae"]
@@ -113,12 +113,6 @@ class VAE(PyroModule):
         return self.likelihood.mean(output) if mean else self.likelihood(output).sample()
 
 
-def _check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
-    if len(tuple(image_shape)) != 3 or any(not isinstance(s, int) or s < 1 for s in image_shape):
-        raise ValueError(f"image_shape must be (C, H, W) positive ints, got {image_shape!r}")
-    return tuple(image_shape)
-
-
 def mlp_vae(
     image_shape: Sequence[int],
     latent_dim: int = 50,
@@ -129,7 +123,7 @@ def mlp_vae(
     """The MLP VAE of Kingma & Welling 2014 (784-400-50 as in the Pyro tutorial), SiLU hidden layers."""
     from ppl_dgm.nn import MLP
 
-    image_shape = _check_image_shape(image_shape)
+    image_shape = check_image_shape(image_shape)
     check_positive_int("latent_dim", latent_dim)
     num_pixels = image_shape[0] * image_shape[1] * image_shape[2]
     encoder = GaussianEncoder(MLP(num_pixels, 2 * latent_dim, hidden=tuple(hidden)), latent_dim)
@@ -147,7 +141,7 @@ def conv_vae(
     """A convolutional VAE for 8x8, 28x28 or 32x32 images (encoder/decoder from :mod:`ppl_dgm.nn.conv`)."""
     from ppl_dgm.nn import ConvDecoder, ConvEncoder
 
-    image_shape = _check_image_shape(image_shape)
+    image_shape = check_image_shape(image_shape)
     check_positive_int("latent_dim", latent_dim)
     encoder = GaussianEncoder(ConvEncoder(image_shape, 2 * latent_dim, channels=channels), latent_dim)
     decoder = ConvDecoder(latent_dim, image_shape, channels=channels)
