@@ -1,7 +1,7 @@
 """Networks shared by every model family: MLPs, conv encoders/decoders, the U-Net, time/class embeddings."""
 
 from ppl_dgm.nn.blocks import AttentionBlock, Downsample, ResidualBlock, Upsample
-from ppl_dgm.nn.conv import ConvDecoder, ConvEncoder
+from ppl_dgm.nn.conv import ConvDecoder, ConvEncoder, ConvFeatureDecoder, ConvFeatureEncoder
 from ppl_dgm.nn.embeddings import ClassEmbedding, SinusoidalTimeEmbedding, sinusoidal_embedding
 from ppl_dgm.nn.functional import expand_like, per_sample_time
 from ppl_dgm.nn.mlp import MLP, TimeConditionedMLP
@@ -12,6 +12,8 @@ __all__ = [
     "ClassEmbedding",
     "ConvDecoder",
     "ConvEncoder",
+    "ConvFeatureDecoder",
+    "ConvFeatureEncoder",
     "Downsample",
     "MLP",
     "ResidualBlock",

@@ -1,4 +1,4 @@
-"""Train / evaluate plain and denoising autoencoders in ``runs/<name>/`` (``ppl-dgm train ae|dae``)."""
+"""Train / evaluate autoencoders, denoising autoencoders and VQ-VAEs in ``runs/<name>/`` (``ppl-dgm train ae|dae|vqvae``)."""
 from __future__ import annotations
 
 import math
@@ -13,13 +13,15 @@ from torch.utils.data import TensorDataset
 
 from ppl_dgm._checks import check_positive_int
 from ppl_dgm.data import image_shape as dataset_image_shape
+from ppl_dgm.data import load_dataset
 from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.loop import evaluate_loss, fit
 from ppl_dgm.train.runs import RunDir
 from ppl_dgm.vae.autoencoder import NOISE_TYPES, RECONSTRUCTION_LOSSES, Autoencoder, conv_autoencoder, mlp_autoencoder
 from ppl_dgm.vae.experiment import ARCHITECTURES, VAEConfig, vae_data, write_grids
+from ppl_dgm.vae.vqvae import VQVAE
 
-__all__ = ["AEConfig", "build_autoencoder", "train_autoencoder", "evaluate_autoencoder"]
+__all__ = ["AEConfig", "VQVAEConfig", "build_autoencoder", "train_autoencoder", "evaluate_autoencoder", "train_vqvae", "evaluate_vqvae"]
 
 
 @dataclass
@@ -79,24 +81,13 @@ def evaluate_autoencoder(model: Autoencoder, data: TensorDataset) -> dict[str, f
     return {key: error, "test_mse_per_pixel": squared}
 
 
-def train_autoencoder(
-    config: AEConfig,
-    run_dir: str | os.PathLike,
-    *,
-    device: str | torch.device = "auto",
-    resume: bool = False,
-    progress: bool = True,
-    max_steps: int | None = None,
-) -> dict[str, Any]:
-    """Train with the plain torch loop (checkpoints, exact resume, NaN stop) and report held-out errors."""
+def _train_deterministic(model, config, run_dir, train_data, test_data, val_loss_fn, *, device, resume, progress, max_steps, description):
+    """The run mechanics shared by autoencoders and VQ-VAEs: config, plain loop, grids."""
     run = RunDir(run_dir)
     if resume and (run.path / "config.json").is_file() and run.read_config() != asdict(config):
         raise ValueError(f"resume: config differs from the one saved in {str(run.path)!r}")
     run.write_config(asdict(config))
-    device = resolve_device(device)
-    torch.manual_seed(config.seed)
-    train_data, test_data = config.data("train"), config.data("test")
-    model = build_autoencoder(config).to(device)
+    model = model.to(device)
     test_images = test_data.tensors[0].to(device)
     started = time.perf_counter()
     history = fit(
@@ -108,7 +99,7 @@ def train_autoencoder(
         optim=partial(torch.optim.Adam, lr=config.lr),
         device=device,
         val_data=test_data,
-        val_loss_fn=lambda batch: model.reconstruction_error(batch[0], corrupt=False).mean(),
+        val_loss_fn=val_loss_fn,
         checkpoint=run.checkpoint,
         resume=resume,
         progress=progress,
@@ -116,9 +107,93 @@ def train_autoencoder(
         max_steps=max_steps,
         seed=config.seed,
         on_epoch_end=lambda epoch, record: write_grids(run, model, test_images, config.seed),
-        description="dae" if config.corruption > 0 else "ae",
+        description=description,
     )
     write_grids(run, model, test_images, config.seed)
-    result = {"epochs_done": len(history), "train_seconds": time.perf_counter() - started, "device": str(device)}
+    return {"epochs_done": len(history), "train_seconds": time.perf_counter() - started, "device": str(device)}
+
+
+def train_autoencoder(
+    config: AEConfig,
+    run_dir: str | os.PathLike,
+    *,
+    device: str | torch.device = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train with the plain torch loop (checkpoints, exact resume, NaN stop) and report held-out errors."""
+    device = resolve_device(device)
+    torch.manual_seed(config.seed)
+    train_data, test_data = config.data("train"), config.data("test")
+    model = build_autoencoder(config)
+    result = _train_deterministic(
+        model, config, run_dir, train_data, test_data,
+        lambda batch: model.reconstruction_error(batch[0], corrupt=False).mean(),
+        device=device, resume=resume, progress=progress, max_steps=max_steps,
+        description="dae" if config.corruption > 0 else "ae",
+    )
     result.update(evaluate_autoencoder(model, test_data))
+    return result
+
+
+@dataclass
+class VQVAEConfig:
+    """A VQ-VAE run on 8-bit grey images (van den Oord et al. 2017 defaults: β = 0.25, EMA decay 0.99)."""
+
+    dataset: str = "mnist5k"
+    num_codes: int = 128
+    code_dim: int = 16
+    channels: int = 32
+    beta: float = 0.25
+    ema_decay: float | None = 0.99
+    restart_dead_codes: bool = True
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("num_codes", "code_dim", "channels", "epochs", "batch_size"):
+            check_positive_int(name, getattr(self, name))
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ValueError(f"lr must be a positive float, got {self.lr!r}")
+
+
+@torch.no_grad()
+def evaluate_vqvae(model: VQVAE, data: TensorDataset) -> dict[str, float]:
+    """Held-out reconstruction MSE per pixel and codebook perplexity over all held-out latents."""
+    device = next(model.parameters()).device
+    x = data.tensors[0].to(device)
+    model.eval()
+    mse = evaluate_loss(lambda batch: model.losses(batch[0])["reconstruction"], (x,), 500)
+    codes = torch.cat([model.codes(chunk) for chunk in x.split(500)]).flatten()
+    usage = torch.bincount(codes, minlength=model.quantizer.num_codes).double() / codes.numel()
+    perplexity = torch.exp(-(usage * torch.log(usage + 1e-12)).sum()).item()
+    model.train()
+    return {"test_mse_per_pixel": mse, "test_perplexity": perplexity, "codes_used": int((usage > 0).sum())}
+
+
+def train_vqvae(
+    config: VQVAEConfig,
+    run_dir: str | os.PathLike,
+    *,
+    device: str | torch.device = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """Train a VQ-VAE with the plain loop; report held-out MSE and codebook perplexity."""
+    device = resolve_device(device)
+    torch.manual_seed(config.seed)
+    train_data = load_dataset(config.dataset, "train", root=config.data_root)
+    test_data = load_dataset(config.dataset, "test", root=config.data_root)
+    model = VQVAE(dataset_image_shape(config.dataset), config.num_codes, config.code_dim, config.channels,
+                  config.beta, config.ema_decay, config.restart_dead_codes)
+    result = _train_deterministic(
+        model, config, run_dir, train_data, test_data, lambda batch: model.losses(batch[0])["reconstruction"],
+        device=device, resume=resume, progress=progress, max_steps=max_steps, description="vqvae",
+    )
+    result.update(evaluate_vqvae(model, test_data))
     return result

@@ -69,6 +69,30 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
         parser.add_argument("--device", default="auto")
         parser.add_argument("--no-progress", action="store_true")
 
+    from ppl_dgm.vae.autoencoder_experiment import VQVAEConfig
+
+    vq_defaults = VQVAEConfig()
+    parser = train.add_parser("vqvae", help="VQ-VAE (van den Oord et al. 2017), EMA codebook, dead-code restarts")
+    parser.set_defaults(handler=_train_vqvae)
+    parser.add_argument("--dataset", default=vq_defaults.dataset, choices=["mnist5k", "digits", "mnist", "fashion_mnist", "cifar10"])
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--num-codes", type=int, default=vq_defaults.num_codes)
+    parser.add_argument("--code-dim", type=int, default=vq_defaults.code_dim)
+    parser.add_argument("--channels", type=int, default=vq_defaults.channels)
+    parser.add_argument("--beta", type=float, default=vq_defaults.beta, help="commitment weight")
+    parser.add_argument("--ema-decay", type=float, default=vq_defaults.ema_decay, help="EMA codebook decay; 0 for the codebook loss instead")
+    parser.add_argument("--no-restart-dead-codes", dest="restart_dead_codes", action="store_false")
+    parser.add_argument("--epochs", type=int, default=vq_defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=vq_defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=vq_defaults.lr)
+    parser.add_argument("--seed", type=int, default=vq_defaults.seed)
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--name", default=None, help="run name (default: vqvae_<dataset>)")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+
     for model in ("vae", "hvae"):
         for subparsers, handler, help_text in ((sample, _sample, "write a grid of samples from a trained run"), (evaluate, _evaluate, "held-out ELBO / IWAE of a trained run")):
             parser = subparsers.add_parser(model, help=help_text)
@@ -103,6 +127,19 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
     config = AEConfig(**{f.name: getattr(args, f.name) for f in fields(AEConfig) if hasattr(args, f.name)})
     run_dir = Path(args.runs_dir) / (args.name or f"{args.model}_{config.dataset}_{config.arch}")
     result = train_autoencoder(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
+    (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _train_vqvae(args: argparse.Namespace) -> int:
+    from ppl_dgm.vae.autoencoder_experiment import VQVAEConfig, train_vqvae
+
+    if args.ema_decay == 0:
+        args.ema_decay = None
+    config = VQVAEConfig(**{f.name: getattr(args, f.name) for f in fields(VQVAEConfig) if hasattr(args, f.name)})
+    run_dir = Path(args.runs_dir) / (args.name or f"vqvae_{config.dataset}")
+    result = train_vqvae(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
     (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0

@@ -36,5 +36,6 @@ def interpolate(vae, x_start: torch.Tensor, x_end: torch.Tensor, steps: int = 10
         raise ValueError(f"x_start and x_end must have the same shape, got {tuple(x_start.shape)} and {tuple(x_end.shape)}")
     codes = vae.encode(torch.stack([x_start, x_end]))
     loc = codes[0] if isinstance(codes, tuple) else codes  # VAEs give (loc, scale), autoencoders a code
-    weights = torch.linspace(0.0, 1.0, steps, device=loc.device, dtype=loc.dtype)[:, None]
+    weights = torch.linspace(0.0, 1.0, steps, device=loc.device, dtype=loc.dtype)
+    weights = weights.view(steps, *([1] * (loc.dim() - 1)))  # codes may be vectors or feature maps
     return vae.decode((1 - weights) * loc[0] + weights * loc[1])

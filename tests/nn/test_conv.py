@@ -37,3 +37,13 @@ def test_unsupported_image_shape():
 def test_image_shape_must_be_positive_ints():
     with pytest.raises(ValueError, match=r"image_shape must be a sequence of positive ints, got \(0, 28, 28\)"):
         ConvEncoder((0, 28, 28), out_features=4)
+
+
+@pytest.mark.parametrize("shape, side", [((1, 8, 8), 2), ((1, 28, 28), 7), ((3, 32, 32), 4)])
+def test_feature_encoder_decoder_keep_a_spatial_latent(shape, side):
+    from ppl_dgm.nn import ConvFeatureDecoder, ConvFeatureEncoder
+
+    encoder, decoder = ConvFeatureEncoder(shape, out_channels=5, channels=8), ConvFeatureDecoder(5, shape, channels=8)
+    features = encoder(torch.rand(2, *shape))
+    assert features.shape == (2, 5, side, side) == (2, *encoder.feature_shape)
+    assert decoder(features).shape == (2, *shape)
