@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -67,3 +68,13 @@ def test_hvae_with_iwae_on_digits(tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(ValueError, match="model='hvae' needs elbo='trace'"):
         main(args[:-1] + ["cpu", "--elbo", "meanfield"])
+
+
+def test_discretized_gaussian_vae_reports_bits_per_dim_of_8bit_data(tmp_path):
+    args = ["train", "vae", "--dataset", "digits", "--likelihood", "discretized_gaussian", "--latent-dim", "4",
+            "--hidden", "32", "--epochs", "2", "--runs-dir", str(tmp_path), "--no-progress", "--device", "cpu"]
+    assert main(args) == 0
+    result = json.loads((tmp_path / "vae_digits_discretized_gaussian_mlp" / "results.json").read_text())
+    # a probability of discrete data: −ELBO ≥ 0 nats and bits/dim = −ELBO / (64 ln 2), no dequantization offset
+    assert result["test_elbo_nats"] < 0
+    assert result["test_bits_per_dim"] == pytest.approx(-result["test_elbo_nats"] / (64 * math.log(2)))

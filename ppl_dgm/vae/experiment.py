@@ -94,7 +94,7 @@ def _binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 
 def vae_data(config: VAEConfig, split: str) -> TensorDataset:
-    """The split a config trains/evaluates on: binarized images for Bernoulli, 8-bit images for Gaussian."""
+    """The split a config trains/evaluates on: binarized images for Bernoulli, 8-bit images (k/255) otherwise."""
     if config.likelihood == "bernoulli":
         if config.dataset == "mnist5k":
             return load_dataset("binarized_mnist5k", split)
@@ -130,8 +130,11 @@ def evaluate_vae(vae: VAE | HVAE, config: VAEConfig, data: TensorDataset, k: int
         bounds = [iwae_log_likelihood(vae.model, vae.guide, chunk, k) for chunk in x.split(100)]
         best = result["test_iwae_nats"] = torch.cat(bounds).mean().item()
         result["iwae_k"] = k
-    if config.likelihood == "gaussian":
-        result["test_bits_per_dim"] = bits_per_dim(-best, data.tensors[0][0].numel())
+    num_dims = data.tensors[0][0].numel()
+    if config.likelihood == "gaussian":  # a density of (k + u)/256: add D·log 256 (change of variables)
+        result["test_bits_per_dim"] = bits_per_dim(-best, num_dims)
+    elif config.likelihood == "discretized_gaussian":  # already a probability of the 8-bit image
+        result["test_bits_per_dim"] = bits_per_dim(-best, num_dims, data_scale=1.0)
     return result
 
 
