@@ -125,7 +125,14 @@ def fit_svi(
         warmup = tuple(t[: min(batch_size, t.shape[0])].to(device) for t in tensors)
         if fit_kwargs.get("transform") is not None:
             warmup = fit_kwargs["transform"](warmup)
-        elbo_loss_fn(model, guide, loss, tensors[0].shape[0])(warmup)
+        try:
+            elbo_loss_fn(model, guide, loss, tensors[0].shape[0])(warmup)
+        except (RuntimeError, ValueError) as error:
+            shapes = [tuple(t.shape[1:]) for t in tensors]
+            raise ValueError(
+                f"model/guide cannot run on data whose examples have shapes {shapes} (does the network expect "
+                f"this image size, and do the values lie in the likelihood's support?): {error}"
+            ) from error
     val_loss_fn = None
     if val_data is not None:
         val_loss_fn = elbo_loss_fn(model, guide, loss, as_tensors(val_data, "val_data")[0].shape[0])

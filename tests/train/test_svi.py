@@ -121,3 +121,13 @@ def test_score_function_and_pathwise_gradients_are_unbiased(reparameterized):
     analytic_elbo = (dist.Normal(1.0, 1.0).log_prob(x).sum() - 4 * 0.25 / 2
                      + dist.Normal(0.0, 2.0).log_prob(torch.tensor(1.0)) - 0.25 / 8 + dist.Normal(1.0, 0.5).entropy())
     assert -value.item() == pytest.approx(analytic_elbo.item(), abs=0.05)
+
+
+def test_fit_svi_names_the_data_shape_when_the_network_does_not_fit():
+    vae = mlp_vae((1, 28, 28), latent_dim=2, hidden=(8,))
+    digits = torch.bernoulli(torch.rand(10, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"cannot run on data whose examples have shapes \[\(1, 8, 8\)\]"):
+        fit_svi(vae.model, vae.guide, (digits,), epochs=1, batch_size=5, device="cpu", progress=False)
+    grey = torch.rand(10, 1, 28, 28)  # not binary: outside the Bernoulli support
+    with pytest.raises(ValueError, match="values lie in the likelihood's support"):
+        fit_svi(vae.model, vae.guide, (grey,), epochs=1, batch_size=5, device="cpu", progress=False)
