@@ -1,0 +1,103 @@
+"""``ppl-dgm train|sample|eval ddpm``: argument parsers and handlers (all logic lives in :mod:`ppl_dgm.diffusion.experiment`)."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
+    from ppl_dgm.diffusion.experiment import DATASETS, SAMPLERS, SCHEDULES, DDPMConfig
+    from ppl_dgm.diffusion.ddpm import VARIANCES
+
+    defaults = DDPMConfig()
+    parser = train.add_parser("ddpm", help="DDPM ε-network by L_simple (Ho et al. 2020), optionally class-conditional")
+    parser.add_argument("--dataset", default=defaults.dataset, choices=DATASETS)
+    parser.add_argument("--data-root", default=None, help="folder with the cifar10 files; never downloads")
+    parser.add_argument("--channels", type=int, default=defaults.channels, help="U-Net base channels")
+    parser.add_argument("--channel-mults", type=int, nargs="+", default=list(defaults.channel_mults))
+    parser.add_argument("--num-res-blocks", type=int, default=defaults.num_res_blocks)
+    parser.add_argument("--no-attention", dest="attention", action="store_false", help="no self-attention at the lowest level")
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULES)
+    parser.add_argument("--num-steps", type=int, default=defaults.num_steps, help="diffusion steps T")
+    parser.add_argument("--variance", default=defaults.variance, choices=VARIANCES, help="reverse variance σ_t²")
+    parser.add_argument("--class-conditional", action="store_true", help="condition on labels, dropped with --p-uncond")
+    parser.add_argument("--p-uncond", type=float, default=defaults.p_uncond)
+    parser.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale, help="w of classifier-free guidance for grids")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
+    parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip)
+    parser.add_argument("--sample-steps", type=int, default=defaults.sample_steps, help="DDIM steps of the per-epoch grid")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--name", default=None, help="run name (default: ddpm_<dataset>)")
+    parser.add_argument("--resume", action="store_true", help="continue exactly from runs/<name>/checkpoint.pt")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    parser.add_argument("--eval-images", type=int, default=0, help="bits/dim on this many test images after training")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=_train)
+
+    parser = sample.add_parser("ddpm", help="write a grid of samples from a trained DDPM run (one row per class if conditional)")
+    parser.add_argument("run", help="run folder, e.g. runs/ddpm_mnist5k")
+    parser.add_argument("--sampler", default="ddim", choices=SAMPLERS)
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the run's sample_steps)")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM η in [0, 1]")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance w (default: the run's)")
+    parser.add_argument("--n", type=int, default=64, help="images (per class: n // 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=_sample)
+
+    parser = evaluate.add_parser("ddpm", help="bits/dim of the full Pyro ELBO on held-out images")
+    parser.add_argument("run", help="run folder, e.g. runs/ddpm_mnist5k")
+    parser.add_argument("--num-images", type=int, default=16, help="held-out images (T network calls each)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=_evaluate)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ppl_dgm.diffusion.experiment import DDPMConfig, train_ddpm
+
+    config = DDPMConfig(**{f.name: getattr(args, f.name) for f in fields(DDPMConfig)})
+    run_dir = Path(args.runs_dir) / (args.name or f"ddpm_{config.dataset}")
+    result = train_ddpm(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress,
+                        max_steps=args.max_steps, eval_images=args.eval_images)
+    (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, samples.png)")
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+    from torchvision.utils import save_image
+
+    from ppl_dgm.diffusion.experiment import load_ddpm_run, sample_run
+
+    net, config = load_ddpm_run(args.run, device=args.device)
+    generator = torch.Generator(device=next(net.parameters()).device).manual_seed(args.seed)
+    images, nrow = sample_run(net, config, args.n, sampler=args.sampler, steps=args.steps, eta=args.eta,
+                              guidance_scale=args.guidance_scale, generator=generator, progress=not args.no_progress)
+    out = Path(args.out) if args.out else Path(args.run) / "samples_cli.png"
+    save_image(images.cpu(), out, nrow=nrow, padding=2, pad_value=1.0)
+    print(f"wrote {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ppl_dgm.diffusion.experiment import evaluate_ddpm, load_ddpm_run
+
+    net, config = load_ddpm_run(args.run, device=args.device)
+    print(json.dumps(evaluate_ddpm(net, config, args.num_images, args.batch_size, progress=not args.no_progress), indent=2))
+    return 0

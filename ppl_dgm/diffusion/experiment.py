@@ -1,0 +1,258 @@
+"""Train / load / sample / evaluate a DDPM run in ``runs/<name>/`` (what ``ppl-dgm train ddpm`` calls).
+
+Training is Ho et al. 2020's Alg. 1 (L_simple) through :func:`ppl_dgm.train.fit`; the EMA weights
+(Ho et al. 2020, App. B) sample the per-epoch grids and give the bits/dim of the Pyro ELBO.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from ppl_dgm._checks import check_positive_int, check_positive_int_sequence
+from ppl_dgm.data import image_shape as dataset_image_shape
+from ppl_dgm.data import load_dataset
+from ppl_dgm.data import num_classes as dataset_num_classes
+from ppl_dgm.diffusion.ddpm import DDPM, VARIANCES, ddpm_bits_per_dim, simple_loss, to_image_space, to_model_space
+from ppl_dgm.diffusion.guidance import drop_labels
+from ppl_dgm.diffusion.samplers import sample_ancestral, sample_ddim
+from ppl_dgm.diffusion.schedules import NoiseSchedule, cosine_schedule, linear_schedule
+from ppl_dgm.nn import UNet
+from ppl_dgm.train.device import resolve_device
+from ppl_dgm.train.ema import make_ema
+from ppl_dgm.train.loop import fit
+from ppl_dgm.train.runs import RunDir
+
+__all__ = ["DDPMConfig", "build_unet", "build_schedule", "train_ddpm", "load_ddpm_run", "sample_run", "evaluate_ddpm"]
+
+DATASETS = ("mnist5k", "digits", "cifar10")
+SCHEDULES = ("linear", "cosine")
+SAMPLERS = ("ancestral", "ddim")
+
+
+@dataclass
+class DDPMConfig:
+    """Everything that defines a DDPM run; saved as ``config.json``."""
+
+    dataset: str = "mnist5k"
+    channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    attention: bool = True  # self-attention at the lowest resolution (and always in the middle)
+    dropout: float = 0.1
+    schedule: str = "linear"
+    num_steps: int = 1000
+    variance: str = "beta"
+    class_conditional: bool = False
+    p_uncond: float = 0.1
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 2e-4
+    ema_decay: float = 0.9999
+    grad_clip: float = 1.0
+    sample_steps: int = 50
+    guidance_scale: float = 1.0
+    seed: int = 0
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        self.channel_mults = check_positive_int_sequence("channel_mults", tuple(self.channel_mults))
+        choices = {"dataset": DATASETS, "schedule": SCHEDULES, "variance": VARIANCES}
+        for name, known in choices.items():
+            if getattr(self, name) not in known:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not known; expected one of {known}")
+        for name in ("channels", "num_res_blocks", "num_steps", "epochs", "batch_size", "sample_steps"):
+            check_positive_int(name, getattr(self, name))
+        for name, low, high in (("dropout", 0.0, 1.0), ("p_uncond", 0.0, 1.0), ("ema_decay", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not (low <= value < high if name != "ema_decay" else low < value < high):
+                raise ValueError(f"{name} must lie in [{low}, {high}), got {value!r}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ValueError(f"lr must be a positive float, got {self.lr!r}")
+        if not self.guidance_scale >= 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale!r}")
+        if self.sample_steps > self.num_steps:
+            raise ValueError(f"sample_steps must be at most num_steps={self.num_steps}, got {self.sample_steps}")
+        side = dataset_image_shape(self.dataset)[-1]
+        factor = 2 ** (len(self.channel_mults) - 1)
+        if side % factor:
+            raise ValueError(
+                f"image size {side} of dataset {self.dataset!r} is not divisible by {factor}, the U-Net's total "
+                f"downsampling for channel_mults={self.channel_mults}; use fewer levels"
+            )
+
+    def as_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def build_unet(config: DDPMConfig) -> UNet:
+    """The ε-network a config describes (untrained): attention at the lowest level when ``config.attention``."""
+    channels, side, _ = dataset_image_shape(config.dataset)
+    lowest_side = side // 2 ** (len(config.channel_mults) - 1)
+    return UNet(
+        channels,
+        config.channels,
+        config.channel_mults,
+        config.num_res_blocks,
+        (lowest_side,) if config.attention else (),
+        config.dropout,
+        dataset_num_classes(config.dataset) if config.class_conditional else None,
+        groups=min(8, config.channels),
+        image_size=side,
+    )
+
+
+def build_schedule(config: DDPMConfig) -> NoiseSchedule:
+    return linear_schedule(config.num_steps) if config.schedule == "linear" else cosine_schedule(config.num_steps)
+
+
+class _NetworkWithEMA(nn.Module):
+    """The trained ε-network and its EMA copy (frozen), one module so the loop's checkpoint holds both."""
+
+    def __init__(self, net: nn.Module, ema_decay: float):
+        super().__init__()
+        self.net = net
+        self.ema = make_ema(net, ema_decay)
+        self.ema.requires_grad_(False)
+
+    def ema_optimizer(self, lr: float):
+        """Adam over ``net`` whose every step is followed by the EMA update θ_ema ← d·θ_ema + (1 − d)·θ."""
+
+        def factory(parameters):
+            optimizer = torch.optim.Adam(parameters, lr=lr)
+            optimizer.register_step_post_hook(lambda *_: self.ema.update_parameters(self.net))
+            return optimizer
+
+        return factory
+
+
+def _to_model_space_batch(batch):
+    return (to_model_space(batch[0]),) + tuple(batch[1:])
+
+
+def sample_run(ema_net: nn.Module, config: DDPMConfig, n: int, *, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
+               guidance_scale: float | None = None, generator: torch.Generator | None = None, progress: bool = False) -> tuple[torch.Tensor, int]:
+    """Images in [0, 1] from a run's network (predicted x_0 clipped to [−1, 1] each step), and the grid row
+    length; class-conditional runs give one row per class (labels 0..9, n // 10 each)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r} is not known; expected one of {SAMPLERS}")
+    device = next(ema_net.parameters()).device
+    shape = dataset_image_shape(config.dataset)
+    y, nrow = None, 8
+    guidance_scale = config.guidance_scale if guidance_scale is None else guidance_scale
+    if config.class_conditional:
+        classes = dataset_num_classes(config.dataset)
+        nrow = max(1, n // classes)
+        y = torch.arange(classes, device=device).repeat_interleave(nrow)
+        n = y.numel()
+    else:
+        guidance_scale = 0.0
+    schedule = build_schedule(config)
+    was_training = ema_net.training
+    ema_net.eval()
+    try:
+        if sampler == "ancestral":
+            x = sample_ancestral(ema_net, schedule, (n, *shape), variance=config.variance, generator=generator, progress=progress, y=y, guidance_scale=guidance_scale, clip_x0=True)
+        else:
+            x = sample_ddim(ema_net, schedule, (n, *shape), steps=steps or config.sample_steps, eta=eta, generator=generator, progress=progress, y=y, guidance_scale=guidance_scale, clip_x0=True)
+    finally:
+        ema_net.train(was_training)
+    return to_image_space(x), nrow
+
+
+def evaluate_ddpm(ema_net: nn.Module, config: DDPMConfig, num_images: int = 16, batch_size: int = 16, progress: bool = False) -> dict[str, float]:
+    """Bits/dim of the full Pyro ELBO on the first ``num_images`` held-out images (8-bit)."""
+    check_positive_int("num_images", num_images)
+    x, y = load_dataset(config.dataset, "test", root=config.data_root).tensors
+    ddpm = DDPM(ema_net, build_schedule(config), variance=config.variance, estimator="full")
+    labels = y[:num_images] if config.class_conditional else None
+    return ddpm_bits_per_dim(ddpm, x[:num_images], y=labels, batch_size=batch_size, progress=progress)
+
+
+def train_ddpm(
+    config: DDPMConfig,
+    run_dir: str | os.PathLike,
+    *,
+    device: str | torch.device = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    max_steps: int | None = None,
+    eval_images: int = 0,
+) -> dict[str, Any]:
+    """Train an ε-network with L_simple into ``run_dir`` (config, metrics, checkpoint, samples.png per epoch)."""
+    run = RunDir(run_dir)
+    if resume and (run.path / "config.json").is_file():
+        saved = run.read_config()
+        if saved != config.as_json():
+            changed = sorted(k for k in saved if saved.get(k) != config.as_json().get(k))
+            raise ValueError(f"resume: config differs from the one saved in {str(run.path)!r} in {changed}")
+    run.write_config(config.as_json())
+    device = resolve_device(device)
+    torch.manual_seed(config.seed)
+    train_data = load_dataset(config.dataset, "train", root=config.data_root)
+    test_data = load_dataset(config.dataset, "test", root=config.data_root)
+    schedule = build_schedule(config)
+    module = _NetworkWithEMA(build_unet(config), config.ema_decay).to(device)
+
+    def loss_fn(batch):  # Ho et al. 2020, Alg. 1; labels dropped to ∅ with p_uncond (Ho & Salimans 2022, Alg. 1)
+        x0, y = batch[0], batch[1]
+        if not config.class_conditional:
+            return simple_loss(module.net, schedule, x0)
+        return simple_loss(module.net, schedule, x0, drop_labels(y, config.p_uncond))
+
+    def val_loss_fn(batch):
+        return simple_loss(module.ema.module, schedule, batch[0], batch[1] if config.class_conditional else None)
+
+    def write_samples(epoch: int, record: dict[str, Any]) -> None:
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        images, nrow = sample_run(module.ema.module, config, 80 if config.class_conditional else 64, generator=generator)
+        run.save_grid(images, "samples.png", nrow=nrow)
+
+    started = time.perf_counter()
+    history = fit(
+        module,
+        loss_fn,
+        train_data,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        optim=module.ema_optimizer(config.lr),
+        device=device,
+        val_data=TensorDataset(*test_data.tensors),
+        val_loss_fn=val_loss_fn,
+        transform=_to_model_space_batch,
+        checkpoint=run.checkpoint,
+        resume=resume,
+        metrics_path=run.metrics_path,
+        max_steps=max_steps,
+        grad_clip=config.grad_clip,
+        seed=config.seed,
+        progress=progress,
+        on_epoch_end=write_samples,
+        description=f"ddpm {config.dataset}",
+    )
+    seconds = time.perf_counter() - started
+    steps = history.records[-1]["step"] if history.records else 0
+    result: dict[str, Any] = {"epochs_done": len(history), "steps": steps, "train_seconds": seconds, "device": str(device)}
+    if history.records:
+        result["train_loss"] = history.loss[-1]
+        result["val_loss"] = history.val_loss[-1]
+    if eval_images:
+        result.update({f"test_{k}": v for k, v in evaluate_ddpm(module.ema.module, config, eval_images, progress=progress).items()})
+    return result
+
+
+def load_ddpm_run(run_dir: str | os.PathLike, device: str | torch.device = "auto") -> tuple[nn.Module, DDPMConfig]:
+    """The EMA ε-network (eval mode) and config of a run folder written by :func:`train_ddpm`."""
+    run = RunDir(run_dir)
+    config = DDPMConfig(**run.read_config())
+    module = _NetworkWithEMA(build_unet(config), config.ema_decay)
+    state = run.checkpoint.load(map_location="cpu")
+    module.load_state_dict(state["module"])
+    return module.ema.module.to(resolve_device(device)).eval(), config

@@ -1,0 +1,197 @@
+"""Samplers over the ε-network contract: ancestral (Ho et al. 2020, Alg. 2) and DDIM (Song, Meng & Ermon 2021).
+
+Each is a ``@torch.no_grad()`` function of (eps_model, schedule, shape); randomness only through
+``generator``; coefficients are indexed from tables cast once to the device (no host round trips).
+"""
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ppl_dgm._checks import check_positive_int
+from ppl_dgm.diffusion.guidance import guided_eps
+from ppl_dgm.diffusion.schedules import NoiseSchedule
+
+__all__ = ["sample_ancestral", "sample_ddim", "ddim_encode", "ddim_timesteps"]
+
+
+def _resolve_device(eps_model, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    parameter = next(eps_model.parameters(), None) if isinstance(eps_model, nn.Module) else None
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _model_dtype(eps_model) -> torch.dtype:
+    parameter = next(eps_model.parameters(), None) if isinstance(eps_model, nn.Module) else None
+    return parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.get_default_dtype()
+
+
+def _check_schedule(schedule) -> NoiseSchedule:
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+    return schedule
+
+
+def _start(shape, x_T, generator, device, dtype) -> Tensor:
+    if x_T is not None:
+        return x_T.to(device=device, dtype=dtype).clone()
+    if isinstance(shape, int) or not all(isinstance(s, numbers.Integral) and s >= 1 for s in shape):
+        raise ValueError(f"shape must be a sequence of positive ints (B, ...), got {shape!r}")
+    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+
+
+def _times(step: int, num_steps: int, x: Tensor) -> Tensor:
+    return torch.full((x.shape[0],), step / num_steps, device=x.device, dtype=x.dtype)  # contract: t = i / T
+
+
+@torch.no_grad()
+def sample_ancestral(
+    eps_model,
+    schedule: NoiseSchedule,
+    shape: Sequence[int],
+    *,
+    variance: str = "beta",
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    y: Tensor | None = None,
+    guidance_scale: float = 0.0,
+    x_T: Tensor | None = None,
+    clip_x0: bool = False,
+) -> Tensor:
+    """x_T ~ N(0, I), then x_{t−1} = (x_t − β_t/√(1−ᾱ_t) ε)/√α_t + σ_t z for t = T..1, z = 0 at t = 1 (Ho et al. 2020, Alg. 2).
+
+    σ_t² = β_t (``variance="beta"``) or β̃_t (``"beta_tilde"``). ``clip_x0`` clips the predicted x_0 to
+    [−1, 1] and uses the posterior mean μ̃_t(x_t, x̂_0) instead (Ho et al.'s code). Returns (B, ...).
+    """
+    from tqdm.auto import tqdm
+
+    schedule = _check_schedule(schedule)
+    if variance not in ("beta", "beta_tilde"):
+        raise ValueError(f"variance={variance!r} is not known; expected 'beta' or 'beta_tilde'")
+    device = _resolve_device(eps_model, device)
+    x = _start(shape, x_T, generator, device, _model_dtype(eps_model))
+    eps_fn = guided_eps(eps_model, None if y is None else y.to(device), guidance_scale)
+    tables = schedule.tables(device, x.dtype)
+    sigmas = (tables["betas"] if variance == "beta" else tables["posterior_variance"]).sqrt()
+    for step in tqdm(range(schedule.num_steps, 0, -1), desc="ancestral", disable=not progress, leave=False):
+        i = step - 1
+        eps = eps_fn(x, _times(step, schedule.num_steps, x))
+        if clip_x0:
+            x0 = ((x - (1.0 - tables["alpha_bar"][i]).sqrt() * eps) / tables["alpha_bar"][i].sqrt()).clamp(-1.0, 1.0)
+            x = tables["posterior_mean_coef_x0"][i] * x0 + tables["posterior_mean_coef_xt"][i] * x  # eq. 7
+        else:  # Ho et al. 2020, Alg. 2, line 4 (the mean is eq. 11)
+            x = (x - tables["betas"][i] / (1.0 - tables["alpha_bar"][i]).sqrt() * eps) / tables["alphas"][i].sqrt()
+        if step > 1:
+            x = x + sigmas[i] * torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+    return x
+
+
+def ddim_timesteps(schedule: NoiseSchedule, steps: int | Sequence[int]) -> list[int]:
+    """The increasing sub-sequence τ of 1..T: ``steps`` evenly spaced steps from 1 to T (rounded), or an explicit one."""
+    num_steps = schedule.num_steps
+    if isinstance(steps, numbers.Integral) and not isinstance(steps, bool):
+        steps = check_positive_int("steps", steps)
+        if steps > num_steps:
+            raise ValueError(f"steps must be at most T={num_steps}, got {steps}")
+        if steps == 1:
+            return [num_steps]
+        return sorted({round(1 + k * (num_steps - 1) / (steps - 1)) for k in range(steps)})
+    sequence = [int(s) for s in steps] if isinstance(steps, (Sequence, Tensor)) and not isinstance(steps, str) else None
+    if not sequence or any(b <= a for a, b in zip(sequence, sequence[1:])) or sequence[0] < 1 or sequence[-1] > num_steps:
+        raise ValueError(f"steps must be an int or a strictly increasing sequence of steps in 1..{num_steps}, got {steps!r}")
+    return sequence
+
+
+def _check_eta(eta: float) -> float:
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be a float in [0, 1], got {eta!r}")
+    return float(eta)
+
+
+@torch.no_grad()
+def sample_ddim(
+    eps_model,
+    schedule: NoiseSchedule,
+    shape: Sequence[int],
+    *,
+    steps: int | Sequence[int] = 50,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    x_T: Tensor | None = None,
+    y: Tensor | None = None,
+    guidance_scale: float = 0.0,
+    clip_x0: bool = False,
+) -> Tensor:
+    """DDIM over the sub-sequence τ (Song, Meng & Ermon 2021, eq. 12; σ from eq. 16 scaled by η).
+
+    η = 0 is deterministic (the probability-flow map), η = 1 is DDPM-like. ``clip_x0`` clips the
+    predicted x_0 to [−1, 1] (diffusers' ``clip_sample``); ε is then recomputed from it. Ends at x_0.
+    """
+    from tqdm.auto import tqdm
+
+    schedule = _check_schedule(schedule)
+    eta = _check_eta(eta)
+    timesteps = ddim_timesteps(schedule, steps)
+    device = _resolve_device(eps_model, device)
+    x = _start(shape, x_T, generator, device, _model_dtype(eps_model))
+    eps_fn = guided_eps(eps_model, None if y is None else y.to(device), guidance_scale)
+    alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), schedule.alpha_bar]).to(device=device, dtype=x.dtype)  # ᾱ_0 = 1
+    previous = [0] + timesteps[:-1]
+    for step, prev in tqdm(list(zip(reversed(timesteps), reversed(previous))), desc="ddim", disable=not progress, leave=False):
+        a_t, a_prev = alpha_bar[step], alpha_bar[prev]
+        eps = eps_fn(x, _times(step, schedule.num_steps, x))
+        x0 = (x - (1.0 - a_t).sqrt() * eps) / a_t.sqrt()  # "predicted x_0", Song et al. 2021, eq. 12
+        if clip_x0:
+            x0 = x0.clamp(-1.0, 1.0)
+            eps = (x - a_t.sqrt() * x0) / (1.0 - a_t).sqrt()
+        sigma = eta * ((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)).sqrt()  # ibid., eq. 16
+        x = a_prev.sqrt() * x0 + (1.0 - a_prev - sigma**2).clamp(min=0).sqrt() * eps  # ibid., eq. 12
+        if eta > 0 and prev > 0:
+            x = x + sigma * torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+    return x
+
+
+@torch.no_grad()
+def ddim_encode(
+    eps_model,
+    schedule: NoiseSchedule,
+    x0: Tensor,
+    steps: int | Sequence[int] = 50,
+    *,
+    y: Tensor | None = None,
+    fixed_point_iterations: int = 0,
+    progress: bool = False,
+) -> Tensor:
+    """x_0 → x_T by running η = 0 DDIM backwards (Song et al. 2021, sec. 4.3), inverse of :func:`sample_ddim`.
+
+    Step τ_{i−1} → τ_i uses ε(x_{τ_{i−1}}, τ_i); ``fixed_point_iterations`` > 0 refines x_{τ_i} until the
+    DDIM step from it returns x_{τ_{i−1}}, making decode(encode(x_0)) exact up to convergence.
+    """
+    from tqdm.auto import tqdm
+
+    schedule = _check_schedule(schedule)
+    timesteps = ddim_timesteps(schedule, steps)
+    if isinstance(fixed_point_iterations, bool) or not isinstance(fixed_point_iterations, int) or fixed_point_iterations < 0:
+        raise ValueError(f"fixed_point_iterations must be an int >= 0, got {fixed_point_iterations!r}")
+    eps_fn = guided_eps(eps_model, y)
+    x = x0.clone()
+    alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), schedule.alpha_bar]).to(device=x.device, dtype=x.dtype)
+    previous = [0] + timesteps[:-1]
+    for step, prev in tqdm(list(zip(timesteps, previous)), desc="ddim encode", disable=not progress, leave=False):
+        a_t, a_prev = alpha_bar[step], alpha_bar[prev]
+        time = _times(step, schedule.num_steps, x)
+        eps = eps_fn(x, time)
+        # Song et al. 2021, eq. 12 with η = 0, solved for x_{τ_i}: x_t = √ᾱ_t x̂_0 + √(1 − ᾱ_t) ε
+        x_next = a_t.sqrt() * (x - (1.0 - a_prev).sqrt() * eps) / a_prev.sqrt() + (1.0 - a_t).sqrt() * eps
+        for _ in range(fixed_point_iterations):
+            eps = eps_fn(x_next, time)
+            x_next = a_t.sqrt() * (x - (1.0 - a_prev).sqrt() * eps) / a_prev.sqrt() + (1.0 - a_t).sqrt() * eps
+        x = x_next
+    return x
