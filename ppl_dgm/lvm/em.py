@@ -49,7 +49,7 @@ def run_em(
             return trace
         m_step(statistics)
     trace.append(log_likelihood())
-    warnings.warn(f"EM did not converge to tol={tol} within max_iter={max_iter} iterations", RuntimeWarning, stacklevel=3)
+    warnings.warn(f"EM did not converge to tol={tol} within max_iter={max_iter} iterations", RuntimeWarning, stacklevel=4)
     return trace
 
 

@@ -126,10 +126,10 @@ class GaussianMixture(PyroModule):
     def initialize(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """Means at K distinct random points of x, equal weights, Σ_k = diag(var x) + reg_covar."""
         x = self._check_fit_data(x).to(torch.float64)
-        index = torch.randperm(x.shape[0], generator=generator)[: self.num_components]
+        index = torch.randperm(x.shape[0], generator=generator)[: self.num_components].to(x.device)
         variance = x.var(0, unbiased=False) + self.reg_covar
         covariances = torch.diag(variance).expand(self.num_components, -1, -1) if self.covariance_type == "full" else variance.expand(self.num_components, -1)
-        self.set_parameters(torch.full((self.num_components,), 1.0 / self.num_components, dtype=torch.float64), x[index], covariances)
+        self.set_parameters(torch.full((self.num_components,), 1.0 / self.num_components, dtype=torch.float64, device=x.device), x[index], covariances)
 
     @torch.no_grad()
     def fit_em(self, x: torch.Tensor, *, max_iter: int = 500, tol: float = 1e-8, init: str = "random", generator: torch.Generator | None = None) -> list[float]:
@@ -162,7 +162,7 @@ class GaussianMixture(PyroModule):
             if self.covariance_type == "full":
                 centred = x.unsqueeze(0) - locs.unsqueeze(1)  # (K, N, D)
                 covariances = torch.einsum("nk,kni,knj->kij", resp, centred, centred) / counts[:, None, None]  # eq. 9.25
-                covariances = covariances + self.reg_covar * torch.eye(self.data_dim, dtype=x.dtype)
+                covariances = covariances + self.reg_covar * torch.eye(self.data_dim, dtype=x.dtype, device=x.device)
             else:
                 covariances = resp.T @ (x * x) / counts.unsqueeze(-1) - locs**2 + self.reg_covar  # diagonal of eq. 9.25
             state.update(weights=counts / counts.sum(), locs=locs, covariances=covariances)  # eq. 9.26

@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 import pyro
 import torch
-from pyro.infer import ELBO, Trace_ELBO, TraceGraph_ELBO
+from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO
 from pyro.poutine.messenger import Messenger
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -60,10 +60,15 @@ def differentiable_loss(loss: ELBO, model: Callable, guide: Callable, *args: Any
     ``TraceGraph_ELBO`` has no ``differentiable_loss`` in Pyro 1.9: its gradient comes from a
     surrogate loss (score-function terms with Rao–Blackwellization), so the value returned is
     −ELBO carrying the surrogate's gradient: surrogate + (−ELBO − surrogate).detach().
+    ``TraceEnum_ELBO`` also works under ``torch.no_grad`` (warm-up, evaluation).
     """
     if isinstance(loss, TraceGraph_ELBO):
         elbo, surrogate = loss._loss_and_surrogate_loss(model, guide, args, {})
         return surrogate + (-elbo - surrogate).detach()
+    if isinstance(loss, TraceEnum_ELBO) and not torch.is_grad_enabled():
+        # Pyro 1.9's TraceEnum_ELBO refuses to run without autograd; evaluate with it, return detached
+        with torch.enable_grad():
+            return loss.differentiable_loss(model, guide, *args).detach()
     return loss.differentiable_loss(model, guide, *args)
 
 

@@ -1,0 +1,59 @@
+"""``ppl-dgm train|eval gmm|fa|ppca``: argument parsers and handlers (all logic lives in :mod:`ppl_dgm.lvm.experiment`)."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+__all__ = ["add_parsers"]
+
+_HELP = {"gmm": "Gaussian mixture by exact EM on dequantized digits", "fa": "factor analysis by exact EM on dequantized digits",
+         "ppca": "probabilistic PCA by exact EM on dequantized digits"}
+
+
+def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
+    from ppl_dgm.lvm.experiment import LVMConfig
+
+    defaults = LVMConfig()
+    for model in ("gmm", "fa", "ppca"):
+        parser = train.add_parser(model, help=_HELP[model])
+        if model == "gmm":
+            parser.add_argument("--components", type=int, default=defaults.components)
+            parser.add_argument("--covariance", default=defaults.covariance, choices=("full", "diag"))
+            parser.add_argument("--reg-covar", type=float, default=defaults.reg_covar, help="added to covariance diagonals (as sklearn)")
+        else:
+            parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim)
+        parser.add_argument("--max-iter", type=int, default=defaults.max_iter)
+        parser.add_argument("--tol", type=float, default=defaults.tol, help="stop when the mean log-likelihood changes less (nats)")
+        parser.add_argument("--seed", type=int, default=defaults.seed)
+        parser.add_argument("--runs-dir", default="runs")
+        parser.add_argument("--name", default=None, help=f"run name (default: {model}_digits)")
+        parser.add_argument("--device", default="auto")
+        parser.set_defaults(handler=_train, model=model)
+
+        parser = evaluate.add_parser(model, help=f"held-out log-likelihood per digit of a trained {model} run")
+        parser.add_argument("run", help=f"run folder, e.g. runs/{model}_digits")
+        parser.add_argument("--device", default="cpu")
+        parser.set_defaults(handler=_evaluate)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ppl_dgm.lvm.experiment import LVMConfig, train_lvm
+
+    config = LVMConfig(**{f.name: getattr(args, f.name) for f in fields(LVMConfig) if hasattr(args, f.name)})
+    run_dir = Path(args.runs_dir) / (args.name or f"{config.model}_digits")
+    result = train_lvm(config, run_dir, device=args.device)
+    print(json.dumps(result, indent=2))
+    print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, results.json)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ppl_dgm.lvm.experiment import digits_vectors, load_lvm_run
+
+    model, config = load_lvm_run(args.run, device=args.device)
+    test_x, _ = digits_vectors("test", config.seed)
+    parameter = next(model.parameters())
+    print(json.dumps({"model": config.model, "test_log_likelihood_nats": model.log_likelihood(test_x.to(parameter.device))}, indent=2))
+    return 0
