@@ -41,6 +41,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     parser.add_argument("--eval-images", type=int, default=0, help="bits/dim on this many test images after training")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--distributed", action="store_true", help="data-parallel under torchrun (DDP; --batch-size per process)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(handler=_train)
 
@@ -69,11 +70,17 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
 def _train(args: argparse.Namespace) -> int:
     from ppl_dgm.diffusion.experiment import DDPMConfig, train_ddpm
 
+    from ppl_dgm.train.distributed import distributed_session, is_main_process
+    from ppl_dgm.train.runs import RunDir
+
     config = DDPMConfig(**{f.name: getattr(args, f.name) for f in fields(DDPMConfig)})
     run_dir = Path(args.runs_dir) / (args.name or f"ddpm_{config.dataset}")
-    result = train_ddpm(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress,
-                        max_steps=args.max_steps, eval_images=args.eval_images)
-    (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    with distributed_session(args.distributed, args.device) as device:
+        result = train_ddpm(config, run_dir, device=device, resume=args.resume, progress=not args.no_progress,
+                            max_steps=args.max_steps, eval_images=args.eval_images)
+        RunDir(run_dir).write_results(result)
+        if not is_main_process():
+            return 0
     print(json.dumps(result, indent=2))
     print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, samples.png)")
     return 0

@@ -21,6 +21,7 @@ from torch.utils.data import TensorDataset
 from ppl_dgm._checks import check_positive_int
 from ppl_dgm.train.checkpoint import Checkpoint, rng_state, set_rng_state
 from ppl_dgm.train.device import resolve_device
+from ppl_dgm.train.distributed import all_reduce_mean, rank_and_world_size
 from ppl_dgm.train.ema import make_ema
 
 __all__ = ["History", "TrainingDiverged", "fit", "as_tensors", "iterate_minibatches"]
@@ -74,7 +75,7 @@ def as_tensors(data: TensorDataset | Sequence[torch.Tensor] | torch.Tensor, name
 
 def iterate_minibatches(tensors: Batch, batch_size: int, order: torch.Tensor | None = None, start: int = 0):
     """Yield minibatches of ``tensors`` in ``order`` (default: as stored), from batch number ``start``."""
-    size = tensors[0].shape[0]
+    size = tensors[0].shape[0] if order is None else order.shape[0]
     for begin in range(start * batch_size, size, batch_size):
         if order is None:
             yield tuple(t[begin : begin + batch_size] for t in tensors)
@@ -99,6 +100,29 @@ def evaluate_loss(loss_fn: Callable[[Batch], torch.Tensor], tensors: Batch, batc
     for batch in iterate_minibatches(tensors, batch_size):
         total += loss_fn(batch).detach().double() * batch[0].shape[0]
     return float(total) / tensors[0].shape[0]
+
+
+class _LossModule(nn.Module):
+    """What DDP wraps: owns the trained module, and its forward is the loss (DESIGN.md, Runs)."""
+
+    def __init__(self, module: nn.Module, loss_fn: Callable[[Batch], torch.Tensor]):
+        super().__init__()
+        self.module = module
+        self.loss_fn = loss_fn
+
+    def forward(self, *batch: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(batch)
+
+
+def epoch_order(num_examples: int, epoch: int, seed: int, rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """This process's example order for an epoch: ``DistributedSampler`` semantics (permutation seeded by
+    seed + epoch, then every world_size-th index from rank), so one process with batch W·B visits
+    exactly the union of W processes' batches of size B."""
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(num_examples), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long)
 
 
 def fit(
@@ -127,12 +151,15 @@ def fit(
 ) -> History:
     """Minimize ``loss_fn(batch)`` (a scalar, mean per example) over the parameters of ``module``.
 
-    The data live on ``device`` for the whole run; each epoch shuffles with a generator seeded by
-    ``seed``. Loss values are synchronized with the host every ``log_every`` steps and at epoch ends,
-    where a NaN/inf raises :class:`TrainingDiverged` before any checkpoint is written, so the file on
-    disk is always the last good state. With ``resume=True`` and an existing checkpoint the run
-    continues exactly where it stopped (model, optimizer, EMA, RNGs, data order, partial epoch).
-    ``max_steps`` stops early (after a checkpoint) once that many optimizer steps have been taken.
+    The data live on ``device`` for the whole run; epoch e visits a permutation seeded by seed + e.
+    Loss values are synchronized with the host every ``log_every`` steps and at epoch ends, where a
+    NaN/inf raises :class:`TrainingDiverged` before any checkpoint is written, so the file on disk is
+    always the last good state. With ``resume=True`` and an existing checkpoint the run continues
+    exactly where it stopped (model, optimizer, EMA, RNGs, data order, partial epoch). ``max_steps``
+    stops early (after a checkpoint) once that many optimizer steps have been taken. Inside a
+    torch.distributed process group (torchrun), each process takes its ``DistributedSampler`` share
+    of every epoch, gradients are averaged by ``DistributedDataParallel``, and only rank 0 writes
+    checkpoints, metrics and calls ``on_epoch_end``; ``batch_size`` is per process.
     """
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
@@ -141,6 +168,8 @@ def fit(
     check_positive_int("log_every", log_every)
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    rank, world_size = rank_and_world_size()
+    main_process = rank == 0
     device = resolve_device(device)
     tensors = tuple(t.to(device) for t in as_tensors(data))
     val_tensors = None if val_data is None else tuple(t.to(device) for t in as_tensors(val_data, "val_data"))
@@ -149,22 +178,28 @@ def fit(
     parameters = [p for p in module.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError(f"module {type(module).__name__} has no trainable parameters")
+    train_loss = loss_fn
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(_LossModule(module, loss_fn), device_ids=[device.index] if device.type == "cuda" else None)
+        train_loss = lambda batch: wrapped(*batch)  # noqa: E731
     optimizer = (optim or partial(torch.optim.Adam, lr=1e-3))(parameters)
     ema = make_ema(module, ema_decay) if ema_decay is not None else None
     if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
         checkpoint = Checkpoint(checkpoint)
-    metrics_path = Path(metrics_path) if metrics_path is not None else None
+    metrics_path = Path(metrics_path) if metrics_path is not None and main_process else None
 
     num_examples = tensors[0].shape[0]
-    steps_per_epoch = math.ceil(num_examples / batch_size)
-    shuffle_generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(math.ceil(num_examples / world_size) / batch_size)
     history = History()
     start_epoch, start_batch, step = 0, 0, 0
     partial_sum, partial_count = 0.0, 0
-    epoch_shuffle_state = shuffle_generator.get_state()
 
     if resume and checkpoint is not None and checkpoint.exists():
         state = checkpoint.load(map_location=device, restore_rng=True)
+        if state.get("rng_per_rank") is not None and len(state["rng_per_rank"]) == world_size:
+            set_rng_state(state["rng_per_rank"][rank])
         module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None and state.get("ema") is not None:
@@ -172,15 +207,19 @@ def fit(
         history = History(list(state["history"]))
         start_epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["step"]
         partial_sum, partial_count = state["partial_loss_sum"], state["partial_loss_count"]
-        epoch_shuffle_state = state["epoch_shuffle_state"]
         if metrics_path is not None:
             _write_metrics(metrics_path, history.records)
     elif metrics_path is not None:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         _write_metrics(metrics_path, [])
 
-    def save(epoch: int, batch_in_epoch: int, loss_sum: float, loss_count: int, shuffle_state) -> None:
+    def save(epoch: int, batch_in_epoch: int, loss_sum: float, loss_count: int) -> None:
         if checkpoint is None:
+            return
+        rng_per_rank = [None] * world_size
+        if world_size > 1:  # every process's RNG, so a resumed distributed run continues exactly
+            torch.distributed.all_gather_object(rng_per_rank, rng_state())
+        if not main_process:
             return
         checkpoint.save(
             {
@@ -193,10 +232,14 @@ def fit(
                 "step": step,
                 "partial_loss_sum": loss_sum,
                 "partial_loss_count": loss_count,
-                "epoch_shuffle_state": shuffle_state,
                 "rng": rng_state(),
+                "rng_per_rank": rng_per_rank if world_size > 1 else None,
             }
         )
+
+    def global_mean(total: torch.Tensor, count: int) -> float:
+        """Mean loss over the steps so far of this epoch, averaged over processes (one host sync)."""
+        return float(all_reduce_mean((partial_sum + total) / (partial_count + count)))
 
     def check_finite(value: float, epoch: int) -> None:
         if not math.isfinite(value):
@@ -209,21 +252,19 @@ def fit(
     total_steps = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, initial=min(step, total_steps), desc=description, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=min(step, total_steps), desc=description, disable=not (progress and main_process), dynamic_ncols=True)
     module.train()
     try:
         for epoch in range(start_epoch, epochs):
             epoch_start = time.perf_counter()
-            shuffle_generator.set_state(epoch_shuffle_state)
-            order = torch.randperm(num_examples, generator=shuffle_generator).to(device)
-            next_shuffle_state = shuffle_generator.get_state()
+            order = epoch_order(num_examples, epoch, seed, rank, world_size).to(device)
             running = torch.zeros((), dtype=torch.float64, device=device)
             running_count = 0
             batch_index = start_batch
             for batch in iterate_minibatches(tensors, batch_size, order, start=start_batch):
                 if transform is not None:
                     batch = transform(batch)
-                loss = loss_fn(batch)
+                loss = train_loss(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if grad_clip is not None:
@@ -238,28 +279,27 @@ def fit(
                 bar.update(1)
                 at_limit = max_steps is not None and step >= max_steps
                 if running_count % log_every == 0 or at_limit:
-                    mean = (partial_sum + float(running)) / (partial_count + running_count)
+                    mean = global_mean(running, running_count)
                     check_finite(mean, epoch)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{mean:.4g}")
                 if at_limit and batch_index < steps_per_epoch:
-                    save(epoch, batch_index, partial_sum + float(running), partial_count + running_count, epoch_shuffle_state)
+                    save(epoch, batch_index, partial_sum + float(running), partial_count + running_count)
                     return history
-            epoch_loss = (partial_sum + float(running)) / max(partial_count + running_count, 1)
+            epoch_loss = global_mean(running, max(running_count, 1))
             check_finite(epoch_loss, epoch)
             record: dict[str, Any] = {"epoch": epoch + 1, "step": step, "loss": epoch_loss}
             if val_tensors is not None:
                 evaluated = ema.module if ema is not None else module
                 evaluated.eval()
-                record["val_loss"] = evaluate_loss(val_loss_fn, val_tensors, batch_size)
+                record["val_loss"] = float(all_reduce_mean(torch.tensor(evaluate_loss(val_loss_fn, val_tensors, batch_size))))
                 evaluated.train()
                 check_finite(record["val_loss"], epoch)
             record["seconds"] = time.perf_counter() - epoch_start
             history.records.append(record)
-            if on_epoch_end is not None:
+            if on_epoch_end is not None and main_process:
                 on_epoch_end(epoch, record)
             start_batch, partial_sum, partial_count = 0, 0.0, 0
-            epoch_shuffle_state = next_shuffle_state
-            save(epoch + 1, 0, 0.0, 0, epoch_shuffle_state)
+            save(epoch + 1, 0, 0.0, 0)
             if metrics_path is not None:
                 _write_metrics(metrics_path, history.records)
             bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items() if k != "seconds"})
@@ -270,4 +310,4 @@ def fit(
     return history
 
 
-__all__ += ["evaluate_loss"]
+__all__ += ["evaluate_loss", "epoch_order"]

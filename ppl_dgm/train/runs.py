@@ -9,12 +9,16 @@ from typing import Any
 import torch
 
 from ppl_dgm.train.checkpoint import Checkpoint
+from ppl_dgm.train.distributed import is_main_process
 
 __all__ = ["RunDir"]
 
 
 class RunDir:
-    """``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` and PNG grids of one run."""
+    """``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` and PNG grids of one run.
+
+    In a distributed run only rank 0 writes (the other processes' writes are no-ops).
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -29,6 +33,8 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     def write_config(self, config: dict[str, Any]) -> None:
+        if not is_main_process():
+            return
         tmp = self.path / "config.json.tmp"
         tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.path / "config.json")
@@ -38,6 +44,11 @@ class RunDir:
         if not path.is_file():
             raise FileNotFoundError(f"{str(path)!r} not found: {str(self.path)!r} is not a ppl_dgm run folder")
         return json.loads(path.read_text())
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        """``results.json``: the run's final figures (rank 0 only)."""
+        if is_main_process():
+            (self.path / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.is_file():
@@ -49,5 +60,7 @@ class RunDir:
         from torchvision.utils import save_image
 
         path = self.path / name
+        if not is_main_process():
+            return path
         save_image(images.detach().float().clamp(0, 1).cpu(), path, nrow=nrow, padding=2, pad_value=1.0)
         return path

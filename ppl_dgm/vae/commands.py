@@ -6,6 +6,8 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
+from ppl_dgm.train.runs import RunDir
+
 __all__ = ["add_parsers"]
 
 
@@ -40,6 +42,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
         parser.add_argument("--resume", action="store_true", help="continue exactly from runs/<name>/checkpoint.pt")
         parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
         parser.add_argument("--device", default="auto")
+        parser.add_argument("--distributed", action="store_true", help="data-parallel SVI under torchrun (DDP; --batch-size per process)")
         parser.add_argument("--no-progress", action="store_true")
 
     from ppl_dgm.vae.autoencoder_experiment import AEConfig
@@ -110,12 +113,17 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
 def _train(args: argparse.Namespace) -> int:
     from ppl_dgm.vae.experiment import VAEConfig, train_vae
 
+    from ppl_dgm.train.distributed import distributed_session, is_main_process
+
     config = VAEConfig(**{f.name: getattr(args, f.name) for f in fields(VAEConfig) if hasattr(args, f.name)})
     name = args.name or f"{config.model}_{config.dataset}_{config.likelihood}_{config.arch}"
     run_dir = Path(args.runs_dir) / name
-    result = train_vae(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress,
-                       max_steps=args.max_steps, iwae_k=args.iwae_k)
-    (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    with distributed_session(args.distributed, args.device) as device:
+        result = train_vae(config, run_dir, device=device, resume=args.resume, progress=not args.no_progress,
+                           max_steps=args.max_steps, iwae_k=args.iwae_k)
+        RunDir(run_dir).write_results(result)
+        if not is_main_process():
+            return 0
     print(json.dumps(result, indent=2))
     print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, samples.png, reconstructions.png)")
     return 0
@@ -127,7 +135,7 @@ def _train_autoencoder(args: argparse.Namespace) -> int:
     config = AEConfig(**{f.name: getattr(args, f.name) for f in fields(AEConfig) if hasattr(args, f.name)})
     run_dir = Path(args.runs_dir) / (args.name or f"{args.model}_{config.dataset}_{config.arch}")
     result = train_autoencoder(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
-    (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    RunDir(run_dir).write_results(result)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -140,7 +148,7 @@ def _train_vqvae(args: argparse.Namespace) -> int:
     config = VQVAEConfig(**{f.name: getattr(args, f.name) for f in fields(VQVAEConfig) if hasattr(args, f.name)})
     run_dir = Path(args.runs_dir) / (args.name or f"vqvae_{config.dataset}")
     result = train_vqvae(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
-    (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    RunDir(run_dir).write_results(result)
     print(json.dumps(result, indent=2))
     return 0
 
