@@ -1,9 +1,10 @@
 """Argument checks shared by public constructors and functions (errors at the boundary)."""
 
+import math
 import numbers
 from collections.abc import Sequence
 
-__all__ = ["check_positive_int", "check_positive_int_sequence", "check_image_shape"]
+__all__ = ["check_positive_int", "check_positive_int_sequence", "check_image_shape", "check_choice", "check_positive_float"]
 
 
 def check_positive_int(name: str, value: object) -> int:
@@ -35,3 +36,17 @@ def check_image_shape(value: object, name: str = "image_shape") -> tuple[int, in
         if isinstance(item, bool) or not isinstance(item, numbers.Integral) or item < 1:
             raise ValueError(f"{name} must be (C, H, W) positive ints, got {value!r}")
     return tuple(int(item) for item in value)
+
+
+def check_choice(name: str, value: object, choices: Sequence[object]) -> object:
+    """Return `value` if it is one of `choices`, else raise naming `name` and listing the choices."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not known; expected one of {tuple(choices)}")
+    return value
+
+
+def check_positive_float(name: str, value: object) -> float:
+    """Return `value` as a float, or raise naming `name` if it is not a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive float, got {value!r}")
+    return float(value)

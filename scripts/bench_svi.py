@@ -7,16 +7,17 @@ row's time per step divided by the hand-written torch step's (the named baseline
   ppl_dgm fit_svi step   what ppl_dgm.train.fit_svi runs after its first (validated) step: Pyro's
                          TraceMeanField_ELBO differentiable loss with the N/B data-plate scaling,
                          Pyro validation off, + torch.optim.Adam
-  Pyro SVI.step          the Pyro-tutorial way: pyro.module registration, SVI + pyro.optim.Adam
+  Pyro SVI.step          the Pyro-tutorial way (scripts/pyro_tutorial_vae.py): pyro.module registration,
+                         SVI + pyro.optim.Adam + Trace_ELBO
 """
 import argparse
 import statistics
 import time
 
 import pyro
-import pyro.distributions as dist
 import torch
-from pyro.infer import SVI, TraceMeanField_ELBO
+from pyro.infer import TraceMeanField_ELBO
+from pyro_tutorial_vae import tutorial_svi
 from torch.nn import functional as F
 
 from ppl_dgm.data import load_dataset
@@ -55,19 +56,7 @@ def fit_svi_step_fn(vae, optimizer, num_data):
 
 
 def pyro_svi_step_fn(vae, optimizer, num_data):
-    def model(x):
-        pyro.module("decoder", vae.decoder)
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], vae.latent_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=vae.decoder(z)).to_event(3), obs=x)
-
-    def guide(x):
-        pyro.module("encoder", vae.encoder)
-        with pyro.plate("data", x.shape[0]):
-            loc, scale = vae.encoder(x)
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), TraceMeanField_ELBO())
+    svi = tutorial_svi(vae)
     return lambda x: svi.step(x)
 
 

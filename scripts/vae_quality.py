@@ -12,9 +12,9 @@ import copy
 import time
 
 import pyro
-import pyro.distributions as dist
 import torch
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import TraceMeanField_ELBO
+from pyro_tutorial_vae import tutorial_svi
 
 from ppl_dgm.data import load_dataset
 from ppl_dgm.metrics.likelihood import iwae_log_likelihood
@@ -24,21 +24,8 @@ from ppl_dgm.vae import mlp_vae
 
 def tutorial_training(vae, data, epochs, batch_size, seed):
     """The Pyro tutorial's loop: registered modules in the param store, SVI.step per shuffled minibatch."""
-
-    def model(x):
-        pyro.module("decoder", vae.decoder)
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], vae.latent_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=vae.decoder(z)).to_event(3), obs=x)
-
-    def guide(x):
-        pyro.module("encoder", vae.encoder)
-        with pyro.plate("data", x.shape[0]):
-            loc, scale = vae.encoder(x)
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-
     pyro.clear_param_store()
-    svi = SVI(model, guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    svi = tutorial_svi(vae)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         order = torch.randperm(data.shape[0], generator=generator)

@@ -1,7 +1,6 @@
 """Train / evaluate autoencoders, denoising autoencoders and VQ-VAEs in ``runs/<name>/`` (``ppl-dgm train ae|dae|vqvae``)."""
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -11,7 +10,7 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
-from ppl_dgm._checks import check_positive_int
+from ppl_dgm._checks import check_choice, check_positive_float, check_positive_int
 from ppl_dgm.data import image_shape as dataset_image_shape
 from ppl_dgm.data import load_dataset
 from ppl_dgm.train.device import resolve_device
@@ -43,16 +42,12 @@ class AEConfig:
     data_root: str | None = None
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch={self.arch!r} is not known; expected one of {ARCHITECTURES}")
-        if self.noise not in NOISE_TYPES:
-            raise ValueError(f"noise={self.noise!r} is not known; expected one of {NOISE_TYPES}")
-        if self.loss not in RECONSTRUCTION_LOSSES:
-            raise ValueError(f"loss={self.loss!r} is not known; expected one of {RECONSTRUCTION_LOSSES}")
+        check_choice("arch", self.arch, ARCHITECTURES)
+        check_choice("noise", self.noise, NOISE_TYPES)
+        check_choice("loss", self.loss, RECONSTRUCTION_LOSSES)
         for name in ("latent_dim", "hidden", "channels", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise ValueError(f"lr must be a positive float, got {self.lr!r}")
+        check_positive_float("lr", self.lr)
 
     def data(self, split: str) -> TensorDataset:
         """Binarized images for BCE, 8-bit grey images for MSE (the same splits as the VAEs)."""
@@ -157,8 +152,7 @@ class VQVAEConfig:
     def __post_init__(self) -> None:
         for name in ("num_codes", "code_dim", "channels", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise ValueError(f"lr must be a positive float, got {self.lr!r}")
+        check_positive_float("lr", self.lr)
 
 
 @torch.no_grad()

@@ -1,7 +1,6 @@
 """Train / load / evaluate a VAE run in ``runs/<name>/`` (what ``ppl-dgm train vae`` and the scripts call)."""
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -14,7 +13,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from ppl_dgm._checks import check_positive_int
+from ppl_dgm._checks import check_choice, check_positive_float, check_positive_int
 from ppl_dgm.data import image_shape as dataset_image_shape
 from ppl_dgm.data import load_dataset
 from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize, iwae_log_likelihood
@@ -55,12 +54,9 @@ class VAEConfig:
     data_root: str | None = None
 
     def __post_init__(self) -> None:
-        if self.likelihood not in LIKELIHOOD_NAMES:
-            raise ValueError(f"likelihood={self.likelihood!r} is not known; expected one of {LIKELIHOOD_NAMES}")
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"arch={self.arch!r} is not known; expected one of {ARCHITECTURES}")
-        if self.model not in MODELS:
-            raise ValueError(f"model={self.model!r} is not known; expected one of {MODELS}")
+        check_choice("likelihood", self.likelihood, LIKELIHOOD_NAMES)
+        check_choice("arch", self.arch, ARCHITECTURES)
+        check_choice("model", self.model, MODELS)
         if self.elbo == "auto":  # analytic KL where it is exact; HVAE's q(z2|z1) rules it out
             self.elbo = "meanfield" if self.model == "vae" else "trace"
         if self.elbo not in ELBOS:
@@ -70,12 +66,10 @@ class VAEConfig:
                 f"model='hvae' needs elbo='trace', arch='mlp' and beta=1, got elbo={self.elbo!r}, arch={self.arch!r}, "
                 f"beta={self.beta!r}: q(z2|z1) depends on z1, so the mean-field analytic KL would be biased"
             )
-        if not self.beta > 0:
-            raise ValueError(f"beta must be a positive float, got {self.beta!r}")
+        check_positive_float("beta", self.beta)
         for name in ("latent_dim", "hidden", "latent_dim2", "hidden2", "channels", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
-        if not self.lr > 0 or not math.isfinite(self.lr):
-            raise ValueError(f"lr must be a positive float, got {self.lr!r}")
+        check_positive_float("lr", self.lr)
 
 
 def build_vae(config: VAEConfig) -> VAE | HVAE:

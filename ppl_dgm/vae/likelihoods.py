@@ -66,13 +66,15 @@ class GaussianLikelihood(nn.Module):
             return self.fixed_scale
         return F.softplus(self.raw_scale) + self.min_scale
 
-    def forward(self, decoder_output: torch.Tensor) -> dist.TorchDistribution:
+    def scale_like(self, decoder_output: torch.Tensor) -> torch.Tensor:
+        """The pixel scales broadcast to the decoder output's shape."""
         scale = self.scale()
         if isinstance(scale, torch.Tensor):
-            scale = scale.expand_as(decoder_output)
-        else:
-            scale = torch.full_like(decoder_output, scale)
-        return dist.Normal(decoder_output, scale).to_event(len(self.event_shape))
+            return scale.expand_as(decoder_output)
+        return torch.full_like(decoder_output, scale)
+
+    def forward(self, decoder_output: torch.Tensor) -> dist.TorchDistribution:
+        return dist.Normal(decoder_output, self.scale_like(decoder_output)).to_event(len(self.event_shape))
 
     def mean(self, decoder_output: torch.Tensor) -> torch.Tensor:
         return decoder_output
@@ -168,11 +170,7 @@ class DiscretizedGaussianLikelihood(GaussianLikelihood):
         self.low, self.high = float(low), float(high)
 
     def forward(self, decoder_output: torch.Tensor) -> dist.TorchDistribution:
-        scale = self.scale()
-        if isinstance(scale, torch.Tensor):
-            scale = scale.expand_as(decoder_output)
-        else:
-            scale = torch.full_like(decoder_output, scale)
+        scale = self.scale_like(decoder_output)
         return DiscretizedGaussian(decoder_output, scale, low=self.low, high=self.high).to_event(len(self.event_shape))
 
     def mean(self, decoder_output: torch.Tensor) -> torch.Tensor:
