@@ -1,0 +1,36 @@
+"""Score-based models: SDEs, denoising score matching, Langevin, reverse-SDE / PC / probability-flow samplers.
+
+Importing this package does not import torchsde or torchdiffeq (they load inside the samplers).
+"""
+from ppl_dgm.sde.flow import ODELikelihood, ode_bits_per_dim, ode_log_likelihood, probability_flow_field, sample_ode
+from ppl_dgm.sde.langevin import annealed_langevin, langevin_dynamics
+from ppl_dgm.sde.losses import check_sigmas, dsm_loss, geometric_sigmas, score_sde_loss
+from ppl_dgm.sde.ncsn import NoiseConditionalScoreNet
+from ppl_dgm.sde.pc import langevin_corrector_step, sample_pc
+from ppl_dgm.sde.reverse import GeneratorBrownian, sample_reverse_sde
+from ppl_dgm.sde.sdes import SDE, VESDE, VPSDE, ReverseSDE, SubVPSDE, score_fn
+
+__all__ = [
+    "SDE",
+    "VPSDE",
+    "SubVPSDE",
+    "VESDE",
+    "ReverseSDE",
+    "score_fn",
+    "dsm_loss",
+    "score_sde_loss",
+    "geometric_sigmas",
+    "check_sigmas",
+    "NoiseConditionalScoreNet",
+    "langevin_dynamics",
+    "annealed_langevin",
+    "sample_reverse_sde",
+    "GeneratorBrownian",
+    "sample_pc",
+    "langevin_corrector_step",
+    "sample_ode",
+    "ode_log_likelihood",
+    "ode_bits_per_dim",
+    "ODELikelihood",
+    "probability_flow_field",
+]

@@ -1,0 +1,104 @@
+"""``ppl-dgm train ncsn|score-sde``, ``sample score-sde``, ``eval score-sde`` (logic in :mod:`ppl_dgm.sde.experiment`)."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+__all__ = ["add_parsers"]
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser, model: str) -> None:
+    from ppl_dgm.sde.experiment import DATASETS, SDE_NAMES, ScoreConfig
+
+    defaults = ScoreConfig()
+    parser.add_argument("--dataset", default=defaults.dataset, choices=DATASETS, help="toy 2-D name, mnist5k or digits")
+    if model == "score-sde":
+        parser.add_argument("--sde", default=defaults.sde, choices=SDE_NAMES)
+        parser.add_argument("--likelihood-weighting", action="store_true", help="λ(t) = g(t)² instead of σ(t)²")
+    parser.add_argument("--num-train", type=int, default=defaults.num_train, help="toy 2-D training points")
+    parser.add_argument("--hidden", type=int, nargs="+", default=list(defaults.hidden), help="MLP widths (toy 2-D)")
+    parser.add_argument("--channels", type=int, default=defaults.channels, help="U-Net base channels (images)")
+    parser.add_argument("--channel-mults", type=int, nargs="+", default=list(defaults.channel_mults))
+    parser.add_argument("--num-scales", type=int, default=defaults.num_scales, help="NCSN: number of geometric σ's")
+    parser.add_argument("--sigma-min", type=float, default=defaults.sigma_min)
+    parser.add_argument("--sigma-max", type=float, default=defaults.sigma_max)
+    for name in ("epochs", "batch_size", "seed"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--name", default=None, help=f"run name (default: {model}_<dataset>)")
+    parser.add_argument("--resume", action="store_true", help="continue exactly from runs/<name>/checkpoint.pt")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=_train, model=model)
+
+
+def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
+    from ppl_dgm.sde.experiment import SAMPLERS
+
+    _add_training_arguments(train.add_parser("score-sde", help="ε-network by continuous DSM on a VP/sub-VP/VE SDE (Song et al. 2021)"), "score-sde")
+    _add_training_arguments(train.add_parser("ncsn", help="noise-conditional score network by DSM over geometric σ's (Song & Ermon 2019)"), "ncsn")
+
+    parser = sample.add_parser("score-sde", help="samples of a score-sde or ncsn run (PNG grid or scatter)")
+    parser.add_argument("run", help="run folder, e.g. runs/score-sde_checkerboard")
+    parser.add_argument("--sampler", default="reverse-sde", choices=SAMPLERS)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_<sampler>.png)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=_sample)
+
+    parser = evaluate.add_parser("score-sde", help="held-out ODE NLL (nats per 2-D point, bits/dim for images)")
+    parser.add_argument("run")
+    parser.add_argument("--num-examples", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=_evaluate)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ppl_dgm.sde.experiment import ScoreConfig, train_score
+
+    values = {f.name: getattr(args, f.name) for f in fields(ScoreConfig) if hasattr(args, f.name)}
+    config = ScoreConfig(**values)
+    run_dir = Path(args.runs_dir) / (args.name or f"{config.model}_{config.dataset}")
+    result = train_score(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
+    (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from ppl_dgm.sde.experiment import _save_samples, load_score_run, sample_score_run
+    from ppl_dgm.train.runs import RunDir
+
+    net, config = load_score_run(args.run, device=args.device)
+    generator = torch.Generator(device=next(net.parameters()).device).manual_seed(args.seed)
+    samples = sample_score_run(net, config, args.n, sampler=args.sampler, steps=args.steps, generator=generator, progress=not args.no_progress)
+    out = Path(args.out) if args.out else Path(args.run) / f"samples_{args.sampler}.png"
+    run = RunDir(out.parent)
+    _save_samples(run, config, samples, out.name)
+    print(f"wrote {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from ppl_dgm.sde.experiment import evaluate_score_run, load_score_run
+
+    net, config = load_score_run(args.run, device=args.device)
+    generator = torch.Generator(device=next(net.parameters()).device).manual_seed(args.seed)
+    print(json.dumps(evaluate_score_run(net, config, args.num_examples, batch_size=args.batch_size, generator=generator,
+                                        progress=not args.no_progress), indent=2))
+    return 0

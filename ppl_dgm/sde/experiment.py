@@ -1,0 +1,222 @@
+"""Train / load / sample / evaluate score-based runs in ``runs/<name>/`` (what ``ppl-dgm train score-sde|ncsn`` calls).
+
+Score-SDE runs train an ε-network by the continuous DSM loss (Song et al. 2021, eq. 7); NCSN runs train
+s_θ(x, σ) = −ε_θ(x, t(σ))/σ by the σ²-weighted DSM loss (Song & Ermon 2019). Toy 2-D data use a
+TimeConditionedMLP, images ([−1, 1], 8-bit levels) a U-Net. EMA weights sample and evaluate.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ppl_dgm.data import TOY2D_NAMES, load_dataset, toy2d
+from ppl_dgm.data import image_shape as dataset_image_shape
+from ppl_dgm.nn import TimeConditionedMLP, UNet
+from ppl_dgm.sde.losses import dsm_loss, geometric_sigmas, score_sde_loss
+from ppl_dgm.sde.ncsn import NoiseConditionalScoreNet
+from ppl_dgm.sde.sdes import VESDE, VPSDE, SDE, SubVPSDE
+from ppl_dgm.train.device import resolve_device
+from ppl_dgm.train.ema import make_ema
+from ppl_dgm.train.loop import fit
+from ppl_dgm.train.runs import RunDir
+
+__all__ = ["ScoreConfig", "build_network", "build_sde", "train_score", "load_score_run", "sample_score_run", "evaluate_score_run", "ddpm_ode_bits_per_dim"]
+
+MODELS = ("score-sde", "ncsn")
+SDE_NAMES = ("vp", "subvp", "ve")
+IMAGE_DATASETS = ("mnist5k", "digits")
+DATASETS = TOY2D_NAMES + IMAGE_DATASETS
+SAMPLERS = ("reverse-sde", "pc", "ode", "langevin")
+
+
+@dataclass
+class ScoreConfig:
+    """Everything that defines a score-model run; saved as ``config.json``."""
+
+    model: str = "score-sde"
+    sde: str = "vp"
+    dataset: str = "checkerboard"
+    num_train: int = 20000  # toy 2-D: points drawn with the seed
+    hidden: tuple[int, ...] = (256, 256, 256)
+    channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    likelihood_weighting: bool = False
+    num_scales: int = 10  # NCSN: L geometric σ's
+    sigma_min: float = 0.01
+    sigma_max: float = 5.0
+    epochs: int = 20
+    batch_size: int = 256
+    lr: float = 2e-3
+    ema_decay: float = 0.999
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.hidden, self.channel_mults = tuple(self.hidden), tuple(self.channel_mults)
+        for name, known in (("model", MODELS), ("sde", SDE_NAMES), ("dataset", DATASETS)):
+            if getattr(self, name) not in known:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not known; expected one of {known}")
+
+    @property
+    def is_image(self) -> bool:
+        return self.dataset in IMAGE_DATASETS
+
+    def as_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def build_sde(config: ScoreConfig) -> SDE:
+    return {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE(config.sigma_min, config.sigma_max)}[config.sde]
+
+
+def build_network(config: ScoreConfig) -> nn.Module:
+    """The untrained ε-network (NCSN: wrapped as s_θ(x, σ))."""
+    if config.is_image:
+        channels, side, _ = dataset_image_shape(config.dataset)
+        net = UNet(channels, config.channels, config.channel_mults, 1, (), 0.0, groups=min(8, config.channels), image_size=side)
+    else:
+        net = TimeConditionedMLP(2, hidden=config.hidden)
+    if config.model == "ncsn":
+        return NoiseConditionalScoreNet(net, geometric_sigmas(config.sigma_max, config.sigma_min, config.num_scales))
+    return net
+
+
+def _data(config: ScoreConfig, split: str) -> torch.Tensor:
+    if config.is_image:
+        from ppl_dgm.diffusion.ddpm import to_model_space
+
+        return to_model_space(load_dataset(config.dataset, split).tensors[0])
+    seed = config.seed if split == "train" else config.seed + 1
+    return toy2d(config.dataset, config.num_train if split == "train" else 2000, torch.Generator().manual_seed(seed))
+
+
+def _save_samples(run: RunDir, config: ScoreConfig, samples: torch.Tensor, name: str = "samples.png") -> None:
+    if config.is_image:
+        run.save_grid((samples + 1) / 2, name)
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(4, 4))
+    points = samples.detach().cpu()
+    axis.scatter(points[:, 0], points[:, 1], s=1, alpha=0.5)
+    axis.set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), aspect="equal", title=f"{config.model} {config.sde} {config.dataset}")
+    figure.savefig(run.path / name, dpi=100)
+    plt.close(figure)
+
+
+def sample_score_run(net: nn.Module, config: ScoreConfig, n: int, *, sampler: str = "reverse-sde", steps: int = 500,
+                     generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+    """Samples (n, ...) in model space from a run's EMA network; NCSN runs sample by annealed Langevin."""
+    from ppl_dgm.sde import annealed_langevin, sample_ode, sample_pc, sample_reverse_sde
+
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r} is not known; expected one of {SAMPLERS}")
+    shape = (n, *dataset_image_shape(config.dataset)) if config.is_image else (n, 2)
+    if config.model == "ncsn" or sampler == "langevin":
+        if config.model != "ncsn":
+            raise ValueError("sampler='langevin' needs an ncsn run (a noise-conditional score network)")
+        device = next(net.parameters()).device
+        low, high = (-1.0, 1.0) if config.is_image else (-4.0, 4.0)  # uniform start over the data range (Alg. 1)
+        x_init = low + (high - low) * torch.rand(shape, generator=generator, device=device)
+        return annealed_langevin(net, net.sigmas, shape, steps_per_level=max(1, steps // config.num_scales), x_init=x_init,
+                                 step_size=2e-5 if config.is_image else 2e-3, generator=generator, denoise=True, progress=progress)
+    sde = build_sde(config)
+    if sampler == "reverse-sde":
+        return sample_reverse_sde(net, sde, shape, steps=steps, generator=generator, progress=progress)
+    if sampler == "pc":
+        return sample_pc(net, sde, shape, steps=steps, generator=generator, progress=progress)
+    return sample_ode(net, sde, shape, generator=generator)
+
+
+def evaluate_score_run(net: nn.Module, config: ScoreConfig, num_examples: int = 500, *, batch_size: int = 250,
+                       generator: torch.Generator | None = None, progress: bool = False) -> dict[str, float]:
+    """Held-out ODE NLL: nats per point (toy 2-D) or bits/dim of 8-bit images (Hutchinson)."""
+    from ppl_dgm.sde.flow import ode_bits_per_dim, ode_log_likelihood
+
+    if config.model != "score-sde":
+        raise ValueError(f"likelihoods need a score-sde run, got model={config.model!r}")
+    sde = build_sde(config)
+    device = next(net.parameters()).device
+    if config.is_image:
+        images = load_dataset(config.dataset, "test").tensors[0][:num_examples].to(device)
+        return ode_bits_per_dim(net, sde, images, batch_size=batch_size, generator=generator, progress=progress)
+    points = _data(config, "test")[:num_examples].to(device)
+    results = [ode_log_likelihood(net, sde, chunk) for chunk in points.split(batch_size)]
+    nll = -torch.cat([r.log_likelihood for r in results])
+    return {"nll_nats": float(nll.mean()), "nll_standard_error": float(nll.std() / nll.numel() ** 0.5),
+            "num_points": nll.numel(), "nfe_per_batch": sum(r.nfe for r in results) / len(results)}
+
+
+def train_score(config: ScoreConfig, run_dir: str | os.PathLike, *, device: str | torch.device = "auto", resume: bool = False,
+                progress: bool = True, max_steps: int | None = None) -> dict[str, Any]:
+    """Train into ``run_dir`` (config.json, metrics.jsonl, checkpoint.pt with EMA, samples.png) with exact resume."""
+    run = RunDir(run_dir)
+    if resume and (run.path / "config.json").is_file() and run.read_config() != config.as_json():
+        raise ValueError(f"resume: config differs from the one saved in {str(run.path)!r}")
+    run.write_config(config.as_json())
+    device = resolve_device(device)
+    torch.manual_seed(config.seed)
+    net = build_network(config).to(device)
+    sde = build_sde(config)
+    if config.model == "ncsn":
+        loss_fn = lambda batch: dsm_loss(net, batch[0], net.sigmas)  # noqa: E731 (Song & Ermon 2019, eq. 6)
+    else:
+        loss_fn = lambda batch: score_sde_loss(net, sde, batch[0], likelihood_weighting=config.likelihood_weighting)  # noqa: E731
+
+    def write_samples(epoch: int, record: dict[str, Any]) -> None:
+        if epoch + 1 == config.epochs:
+            ema = _ema_of(net, config, run)
+            samples = sample_score_run(ema, config, 64 if config.is_image else 2000, steps=200, generator=torch.Generator(device=device).manual_seed(config.seed))
+            _save_samples(run, config, samples)
+
+    started = time.perf_counter()
+    history = fit(net, loss_fn, (_data(config, "train"),), epochs=config.epochs, batch_size=config.batch_size,
+                  optim=lambda p: torch.optim.Adam(p, lr=config.lr), device=device, val_data=(_data(config, "test"),),
+                  checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path, ema_decay=config.ema_decay,
+                  max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples,
+                  description=f"{config.model} {config.sde} {config.dataset}")
+    result: dict[str, Any] = {"epochs_done": len(history), "train_seconds": time.perf_counter() - started, "device": str(device)}
+    if history.records:
+        result.update(steps=history.records[-1]["step"], train_loss=history.loss[-1], val_loss=history.val_loss[-1])
+    return result
+
+
+def _ema_of(net: nn.Module, config: ScoreConfig, run: RunDir) -> nn.Module:
+    ema = make_ema(build_network(config), config.ema_decay).to(next(net.parameters()).device)
+    state = run.checkpoint.load(map_location=next(net.parameters()).device)
+    ema.load_state_dict(state["ema"])
+    return ema.module.eval()
+
+
+def load_score_run(run_dir: str | os.PathLike, device: str | torch.device = "auto") -> tuple[nn.Module, ScoreConfig]:
+    """The EMA network (eval mode) and config of a run folder written by :func:`train_score`."""
+    run = RunDir(run_dir)
+    config = ScoreConfig(**run.read_config())
+    ema = make_ema(build_network(config), config.ema_decay)
+    ema.load_state_dict(run.checkpoint.load(map_location="cpu")["ema"])
+    return ema.module.to(resolve_device(device)).eval(), config
+
+
+def ddpm_ode_bits_per_dim(run_dir: str | os.PathLike, num_images: int = 100, *, batch_size: int = 50, device: str | torch.device = "auto",
+                          rtol: float = 1e-5, atol: float = 1e-5, seed: int = 0, progress: bool = False) -> dict[str, float]:
+    """ODE bits/dim of a DDPM run's EMA ε-network on its held-out images, read as VPSDE(0.1, 20) at t = i/T
+    (Song et al. 2021, App. B: DDPM's linear schedule is the VP SDE's discretization); Hutchinson divergence."""
+    from ppl_dgm.diffusion.experiment import load_ddpm_run
+    from ppl_dgm.sde.flow import ode_bits_per_dim
+
+    net, config = load_ddpm_run(run_dir, device=device)
+    if config.schedule != "linear":
+        raise ValueError(f"the VP SDE limit holds for DDPM's linear schedule, got schedule={config.schedule!r}")
+    images = load_dataset(config.dataset, "test", root=config.data_root).tensors[0][:num_images]
+    device = next(net.parameters()).device
+    sde = VPSDE(0.1, 20.0)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return ode_bits_per_dim(net, sde, images.to(device), batch_size=batch_size, rtol=rtol, atol=atol, generator=generator, progress=progress)

@@ -1,0 +1,11 @@
+"""Train a score model: the same options as `ppl-dgm train score-sde|ncsn` (see `--help`).
+
+    python scripts/train_score.py score-sde --sde vp --dataset checkerboard --epochs 60
+    python scripts/train_score.py ncsn --dataset mnist5k --epochs 20
+"""
+import sys
+
+from ppl_dgm.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,0 +1,72 @@
+import argparse
+import json
+
+import pytest
+import torch
+
+from ppl_dgm.sde import commands
+from ppl_dgm.sde.experiment import ScoreConfig
+
+
+def parser():
+    root = argparse.ArgumentParser(prog="ppl-dgm")
+    sub = root.add_subparsers(dest="command", required=True)
+    families = {name: sub.add_parser(name).add_subparsers(dest="family", required=True) for name in ("train", "sample", "eval")}
+    commands.add_parsers(families["train"], families["sample"], families["eval"])
+    return root
+
+
+def run(argv):
+    args = parser().parse_args(argv)
+    return args.handler(args)
+
+
+def test_train_resume_sample_eval_score_sde_on_toy_data(tmp_path, capsys):
+    common = ["--dataset", "8gaussians", "--num-train", "1000", "--hidden", "32", "32", "--batch-size", "250",
+              "--runs-dir", str(tmp_path), "--name", "toy", "--device", "cpu", "--no-progress"]
+    assert run(["train", "score-sde", *common, "--epochs", "2", "--max-steps", "3"]) == 0
+    assert run(["train", "score-sde", *common, "--epochs", "2", "--resume"]) == 0
+    run_dir = tmp_path / "toy"
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "samples.png", "results.json"):
+        assert (run_dir / name).is_file(), name
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and records[-1]["step"] == 8
+    for sampler in ("reverse-sde", "pc", "ode"):
+        assert run(["sample", "score-sde", str(run_dir), "--sampler", sampler, "--steps", "20", "--n", "50", "--device", "cpu", "--no-progress"]) == 0
+        assert (run_dir / f"samples_{sampler}.png").is_file()
+    capsys.readouterr()
+    assert run(["eval", "score-sde", str(run_dir), "--num-examples", "20", "--device", "cpu", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["num_points"] == 20 and 0 < result["nll_nats"] < 20
+
+
+def test_train_and_sample_ncsn_on_digits(tmp_path):
+    common = ["--dataset", "digits", "--channels", "8", "--channel-mults", "1", "2", "--num-scales", "4", "--sigma-max", "1",
+              "--batch-size", "500", "--runs-dir", str(tmp_path), "--name", "n", "--device", "cpu", "--no-progress"]
+    assert run(["train", "ncsn", *common, "--epochs", "1", "--max-steps", "2"]) == 0
+    assert run(["sample", "score-sde", str(tmp_path / "n"), "--sampler", "langevin", "--steps", "8", "--n", "4", "--device", "cpu", "--no-progress"]) == 0
+    assert (tmp_path / "n" / "samples_langevin.png").is_file()
+    with pytest.raises(ValueError, match="likelihoods need a score-sde run"):
+        run(["eval", "score-sde", str(tmp_path / "n"), "--device", "cpu", "--no-progress"])
+
+
+def test_config_rejects_unknown_names():
+    with pytest.raises(ValueError, match="sde='vv' is not known"):
+        ScoreConfig(sde="vv")
+    with pytest.raises(ValueError, match="dataset='cifar' is not known"):
+        ScoreConfig(dataset="cifar")
+
+
+@pytest.mark.cuda
+def test_every_sampler_and_the_trainer_run_on_cuda(tmp_path):
+    from ppl_dgm.nn import TimeConditionedMLP
+    from ppl_dgm.sde import VPSDE, ode_log_likelihood, sample_ode, sample_pc, sample_reverse_sde
+
+    common = ["--dataset", "moons", "--num-train", "1000", "--hidden", "32", "--runs-dir", str(tmp_path), "--name", "c", "--device", "cuda", "--no-progress"]
+    assert run(["train", "score-sde", *common, "--epochs", "1"]) == 0
+    net, sde = TimeConditionedMLP(2, hidden=(16,)).cuda(), VPSDE()
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    for sample in (sample_reverse_sde, sample_pc):
+        assert sample(net, sde, (8, 2), steps=5, generator=generator).is_cuda
+    assert sample_ode(net, sde, (8, 2), generator=generator).is_cuda
+    assert ode_log_likelihood(net, sde, torch.randn(8, 2, device="cuda")).log_likelihood.is_cuda
