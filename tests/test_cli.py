@@ -78,3 +78,12 @@ def test_discretized_gaussian_vae_reports_bits_per_dim_of_8bit_data(tmp_path):
     # a probability of discrete data: −ELBO ≥ 0 nats and bits/dim = −ELBO / (64 ln 2), no dequantization offset
     assert result["test_elbo_nats"] < 0
     assert result["test_bits_per_dim"] == pytest.approx(-result["test_elbo_nats"] / (64 * math.log(2)))
+
+
+def test_same_seed_gives_identical_metrics_files(tmp_path):
+    common = ["train", "vae", "--dataset", "digits", "--latent-dim", "3", "--hidden", "16", "--epochs", "2",
+              "--no-progress", "--device", "cpu", "--seed", "3"]
+    main(common + ["--runs-dir", str(tmp_path / "a"), "--name", "r"])
+    main(common + ["--runs-dir", str(tmp_path / "b"), "--name", "r"])
+    first, second = ((tmp_path / side / "r" / "metrics.jsonl").read_bytes() for side in "ab")
+    assert first == second and len(first.splitlines()) == 2

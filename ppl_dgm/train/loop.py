@@ -84,12 +84,16 @@ def iterate_minibatches(tensors: Batch, batch_size: int, order: torch.Tensor | N
             yield tuple(t[index] for t in tensors)
 
 
-def _write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
-    """Rewrite ``metrics.jsonl`` atomically from the records (so a resumed run never duplicates lines)."""
+def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
+    """Rewrite ``metrics.jsonl`` atomically from the records (so a resumed run never duplicates lines).
+
+    Wall-clock fields (``seconds``) stay in the in-memory history only: two runs with the same seed
+    write byte-identical files.
+    """
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     with open(tmp, "w") as file:
         for record in records:
-            file.write(json.dumps(record) + "\n")
+            file.write(json.dumps({key: value for key, value in record.items() if key != "seconds"}) + "\n")
     os.replace(tmp, path)
 
 
@@ -208,10 +212,10 @@ def fit(
         start_epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["step"]
         partial_sum, partial_count = state["partial_loss_sum"], state["partial_loss_count"]
         if metrics_path is not None:
-            _write_metrics(metrics_path, history.records)
+            write_metrics(metrics_path, history.records)
     elif metrics_path is not None:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        _write_metrics(metrics_path, [])
+        write_metrics(metrics_path, [])
 
     def save(epoch: int, batch_in_epoch: int, loss_sum: float, loss_count: int) -> None:
         if checkpoint is None:
@@ -301,7 +305,7 @@ def fit(
             start_batch, partial_sum, partial_count = 0, 0.0, 0
             save(epoch + 1, 0, 0.0, 0)
             if metrics_path is not None:
-                _write_metrics(metrics_path, history.records)
+                write_metrics(metrics_path, history.records)
             bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items() if k != "seconds"})
             if max_steps is not None and step >= max_steps:
                 return history
@@ -310,4 +314,4 @@ def fit(
     return history
 
 
-__all__ += ["evaluate_loss", "epoch_order"]
+__all__ += ["evaluate_loss", "epoch_order", "write_metrics"]
