@@ -300,10 +300,10 @@ def fit(
                 check_finite(record["val_loss"], epoch)
             record["seconds"] = time.perf_counter() - epoch_start
             history.records.append(record)
-            if on_epoch_end is not None and main_process:
-                on_epoch_end(epoch, record)
             start_batch, partial_sum, partial_count = 0, 0.0, 0
             save(epoch + 1, 0, 0.0, 0)
+            if on_epoch_end is not None and main_process:  # after the checkpoint: callbacks may read it
+                on_epoch_end(epoch, record)
             if metrics_path is not None:
                 write_metrics(metrics_path, history.records)
             bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items() if k != "seconds"})
