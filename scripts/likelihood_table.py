@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retrain", action="store_true", help="train even when a finished run exists")
     parser.add_argument("--latent-dim", type=int, default=50, help="latent dimension of PPCA and FA")
+    parser.add_argument("--rows", nargs="+", default=None, help="only these VAE rows, e.g. vae_mlp_bernoulli hvae_mlp_bernoulli")
+    parser.add_argument("--no-autoencoders", action="store_true")
     args = parser.parse_args()
     device = resolve_device(args.device)
     runs = Path(args.runs_dir)
@@ -96,11 +98,13 @@ def main() -> None:
     results = [
         (label, config.likelihood, config, vae_row(config, runs / f"table_{key}_{args.epochs}ep", args.iwae_k, device, args.retrain))
         for label, key, config in vae_rows(args.epochs, args.seed)
+        if args.rows is None or key in args.rows
     ]
     linear_gaussian = linear_gaussian_rows(args.latent_dim, args.seed, device)
     autoencoders = []
-    for label, config in (("AE MLP 784-400-50", AEConfig(epochs=args.epochs, seed=args.seed)),
-                          ("DAE MLP, 30% masking", AEConfig(corruption=0.3, epochs=args.epochs, seed=args.seed))):
+    for label, config in () if args.no_autoencoders else (
+            ("AE MLP 784-400-50", AEConfig(epochs=args.epochs, seed=args.seed)),
+            ("DAE MLP, 30% masking", AEConfig(corruption=0.3, epochs=args.epochs, seed=args.seed))):
         run_dir = runs / f"table_{'dae' if config.corruption else 'ae'}_mlp_{args.epochs}ep"
         autoencoders.append((label, train_autoencoder(config, run_dir, device=device)))
 

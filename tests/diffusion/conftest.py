@@ -1,5 +1,3 @@
-import pytest
-
 import torch
 from torch import nn
 
@@ -34,12 +32,3 @@ class GaussianOptimalEps(nn.Module):
         alpha_bar = self.alpha_bar[step - 1].view(-1, *([1] * (x.ndim - 1))).to(x.dtype)
         mean = self.mean.to(x.dtype)
         return (x - alpha_bar.sqrt() * mean) * (1 - alpha_bar).sqrt() / (alpha_bar * self.std**2 + 1 - alpha_bar)
-
-
-@pytest.fixture(scope="package", autouse=True)
-def single_intra_op_thread():
-    # Tiny tensors: an OpenMP pool buys nothing and slows a busy 2-core machine down (as in tests/nn).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)

@@ -1,4 +1,3 @@
-import pytest
 import torch
 from torch import nn
 
@@ -47,12 +46,3 @@ def moment_errors(samples, target):
 
 MEAN = [0.5, -0.3]
 COVARIANCE = [[0.6, 0.2], [0.2, 0.3]]
-
-
-@pytest.fixture(scope="package", autouse=True)
-def single_intra_op_thread():
-    # Small tensors: an OpenMP pool buys nothing and slows a busy 2-core machine down (as in tests/diffusion).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
