@@ -14,6 +14,7 @@ __all__ = ["main", "build_parser"]
 
 def build_parser() -> argparse.ArgumentParser:
     from ppl_dgm.diffusion import commands as diffusion_commands
+    from ppl_dgm.gan import commands as gan_commands
     from ppl_dgm.lvm import commands as lvm_commands
     from ppl_dgm.sde import commands as sde_commands
     from ppl_dgm.vae import commands as vae_commands
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     families = {}
     for command, help_text in (("train", "train a model into runs/<name>/"), ("sample", "sample a trained run"), ("eval", "evaluate a trained run")):
         families[command] = commands.add_parser(command, help=help_text).add_subparsers(dest="family", required=True)
-    for module in (vae_commands, lvm_commands, diffusion_commands, sde_commands):
+    for module in (vae_commands, lvm_commands, diffusion_commands, sde_commands, gan_commands):
         module.add_parsers(families["train"], families["sample"], families["eval"])
     return parser
 

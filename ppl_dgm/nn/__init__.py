@@ -1,6 +1,15 @@
 """Networks shared by every model family: MLPs, conv encoders/decoders, the U-Net, time/class embeddings."""
 
-from ppl_dgm.nn.blocks import AttentionBlock, Downsample, ResidualBlock, Upsample
+from ppl_dgm.nn.blocks import (
+    AdaptiveInstanceNorm,
+    AttentionBlock,
+    Downsample,
+    ModulatedConv2d,
+    NoiseInjection,
+    ResidualBlock,
+    Upsample,
+    adaptive_instance_norm,
+)
 from ppl_dgm.nn.conv import ConvDecoder, ConvEncoder, ConvFeatureDecoder, ConvFeatureEncoder
 from ppl_dgm.nn.embeddings import ClassEmbedding, SinusoidalTimeEmbedding, sinusoidal_embedding
 from ppl_dgm.nn.functional import expand_like, per_sample_time
@@ -8,7 +17,11 @@ from ppl_dgm.nn.mlp import MLP, TimeConditionedMLP
 from ppl_dgm.nn.unet import UNet
 
 __all__ = [
+    "AdaptiveInstanceNorm",
     "AttentionBlock",
+    "ModulatedConv2d",
+    "NoiseInjection",
+    "adaptive_instance_norm",
     "ClassEmbedding",
     "ConvDecoder",
     "ConvEncoder",

@@ -1,4 +1,5 @@
-"""Building blocks of the DDPM U-Net (Ho et al. 2020, App. B): residual, attention, down/upsampling."""
+"""Building blocks: residual, attention, down/upsampling of the DDPM U-Net (Ho et al. 2020, App. B), and the
+style-based generator's AdaIN, noise injection and modulated convolution (Karras et al. 2019, 2020)."""
 
 import torch
 from torch import Tensor, nn
@@ -6,7 +7,16 @@ from torch.nn import functional as F
 
 from ppl_dgm.nn.functional import expand_like
 
-__all__ = ["ResidualBlock", "AttentionBlock", "Downsample", "Upsample"]
+__all__ = [
+    "ResidualBlock",
+    "AttentionBlock",
+    "Downsample",
+    "Upsample",
+    "adaptive_instance_norm",
+    "AdaptiveInstanceNorm",
+    "NoiseInjection",
+    "ModulatedConv2d",
+]
 
 
 class ResidualBlock(nn.Module):
@@ -85,3 +95,77 @@ class Upsample(nn.Module):
 
     def forward(self, x: Tensor, size: torch.Size | tuple[int, int]) -> Tensor:
         return self.conv(F.interpolate(x, size=tuple(size), mode="nearest"))
+
+
+def adaptive_instance_norm(x: Tensor, scale: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """AdaIN(x, y) = y_s (x − μ(x)) / σ(x) + y_b per sample and channel; x (B, C, H, W), scale/bias (B, C).
+
+    Huang & Belongie 2017, eq. 8; Karras et al. 2019, eq. 1. μ, σ over H, W (σ biased, + eps).
+    """
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    std = (x.var(dim=(2, 3), keepdim=True, unbiased=False) + eps).sqrt()
+    return expand_like(scale, x) * (x - mean) / std + expand_like(bias, x)
+
+
+class AdaptiveInstanceNorm(nn.Module):
+    """x (B, C, H, W), style w (B, style_dim) -> AdaIN with (y_s, y_b) = A(w), a learned affine map (Karras et al. 2019, sec. 2).
+
+    A starts at y_s = 1, y_b = 0 (the bias of the scale half is initialized to 1).
+    """
+
+    def __init__(self, channels: int, style_dim: int):
+        super().__init__()
+        self.affine = nn.Linear(style_dim, 2 * channels)
+        nn.init.zeros_(self.affine.bias)
+        with torch.no_grad():
+            self.affine.bias[:channels] = 1.0
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        scale, bias = self.affine(style).chunk(2, dim=1)
+        return adaptive_instance_norm(x, scale, bias)
+
+
+class NoiseInjection(nn.Module):
+    """x (B, C, H, W) + B_c · noise, noise (B, 1, H, W) ~ N(0, 1) shared by channels, learned B_c (Karras et al. 2019, Fig. 1b).
+
+    ``noise`` may be given (e.g. fixed for reproducible samples); B_c starts at 0.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        if noise is None:
+            noise = torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+        return x + self.weight.view(1, -1, 1, 1) * noise
+
+
+class ModulatedConv2d(nn.Module):
+    """x (B, in, H, W), style w (B, style_dim) -> (B, out, H, W): modulation/demodulation (Karras et al. 2020, eqs. 1–3).
+
+    w'_ijk = s_i w_ijk with s = A(w); demodulated w''_ijk = w'_ijk / √(Σ_ik w'_ijk² + ε); one grouped conv per batch.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, style_dim: int, demodulate: bool = True, eps: float = 1e-8):
+        super().__init__()
+        fan_in = in_channels * kernel_size**2
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size) / fan_in**0.5)
+        self.affine = nn.Linear(style_dim, in_channels)
+        nn.init.ones_(self.affine.bias)
+        self.demodulate = demodulate
+        self.eps = eps
+        self.padding = kernel_size // 2
+
+    def modulated_weight(self, style: Tensor) -> Tensor:
+        """Per-sample weights (B, out, in, k, k)."""
+        weight = self.weight[None] * self.affine(style)[:, None, :, None, None]  # Karras et al. 2020, eq. 1
+        if self.demodulate:
+            weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4), keepdim=True) + self.eps)  # eq. 3
+        return weight
+
+    def forward(self, x: Tensor, style: Tensor) -> Tensor:
+        batch_size, in_channels, height, width = x.shape
+        weight = self.modulated_weight(style).reshape(-1, in_channels, *self.weight.shape[2:])
+        out = F.conv2d(x.reshape(1, batch_size * in_channels, height, width), weight, padding=self.padding, groups=batch_size)
+        return out.reshape(batch_size, -1, *out.shape[2:])

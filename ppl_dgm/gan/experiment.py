@@ -1,0 +1,184 @@
+"""Train / load / sample / evaluate an image GAN run in ``runs/<name>/`` (what ``ppl-dgm train gan`` calls).
+
+DCGAN (Radford et al. 2016), class-conditional DCGAN (Mirza & Osindero 2014) or the style-based generator
+(Karras et al. 2019) against a DCGAN discriminator, through :func:`ppl_dgm.gan.trainer.fit_gan`; the
+generator EMA draws the per-epoch grids and the FD/KID samples.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ppl_dgm._checks import check_positive_int
+from ppl_dgm.data import image_shape as dataset_image_shape
+from ppl_dgm.data import load_dataset
+from ppl_dgm.data import num_classes as dataset_num_classes
+from ppl_dgm.gan.losses import OBJECTIVE_NAMES, apply_spectral_norm, objective
+from ppl_dgm.gan.nets import DCGANDiscriminator, DCGANGenerator
+from ppl_dgm.gan.stylegan import StyleGenerator
+from ppl_dgm.gan.trainer import check_n_critic, fit_gan
+from ppl_dgm.train.device import resolve_device
+from ppl_dgm.train.ema import make_ema
+from ppl_dgm.train.runs import RunDir
+
+__all__ = ["ARCHITECTURES", "GANConfig", "build_networks", "train_gan", "load_gan_run", "sample_gan", "evaluate_gan"]
+
+ARCHITECTURES = ("dcgan", "cgan", "stylegan")
+DATASETS = ("mnist5k", "mnist", "fashion_mnist", "cifar10")
+_CRITIC_LOSSES = ("wasserstein", "wasserstein_gp")  # no batchnorm in the critic (Gulrajani et al. 2017, sec. 4)
+
+
+@dataclass
+class GANConfig:
+    """Everything that defines an image GAN run; saved as ``config.json``. ``None`` = the objective's recipe."""
+
+    arch: str = "dcgan"
+    loss: str = "non_saturating"
+    dataset: str = "mnist5k"
+    latent_dim: int = 64
+    channels: int = 64
+    epochs: int = 10
+    batch_size: int | None = None
+    lr: float | None = None
+    n_critic: int | None = None
+    ema_decay: float = 0.995  # half-life ~140 generator steps (~9k images at batch 64)
+    spectral_norm: bool = False
+    minibatch_std: bool = False
+    mixing_probability: float = 0.9
+    seed: int = 0
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, known in (("arch", ARCHITECTURES), ("loss", OBJECTIVE_NAMES), ("dataset", DATASETS)):
+            if getattr(self, name) not in known:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not known; expected one of {known}")
+        for name in ("latent_dim", "channels", "epochs"):
+            check_positive_int(name, getattr(self, name))
+        if self.batch_size is not None:
+            check_positive_int("batch_size", self.batch_size)
+        if self.n_critic is not None:
+            check_n_critic(self.n_critic)
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive float, got {self.lr!r}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in (0, 1), got {self.ema_decay!r}")
+
+    def as_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+def build_networks(config: GANConfig) -> tuple[nn.Module, nn.Module]:
+    """Untrained (generator, discriminator) of a config."""
+    shape = dataset_image_shape(config.dataset)
+    classes = dataset_num_classes(config.dataset) if config.arch == "cgan" else None
+    if config.arch == "stylegan":
+        generator: nn.Module = StyleGenerator(config.latent_dim, shape, config.channels, mixing_probability=config.mixing_probability)
+    else:
+        generator = DCGANGenerator(config.latent_dim, shape, config.channels, num_classes=classes)
+    # batchnorm in D only for DCGAN-style runs: not in a WGAN critic (Gulrajani et al. 2017, sec. 4), not with
+    # spectral norm, not against the style-based generator (Karras et al. 2019 use none; with it G collapsed here)
+    batch_norm = config.loss not in _CRITIC_LOSSES and not config.spectral_norm and config.arch != "stylegan"
+    discriminator = DCGANDiscriminator(shape, config.channels, num_classes=classes, batch_norm=batch_norm,
+                                       minibatch_std=config.minibatch_std)
+    if config.spectral_norm:
+        apply_spectral_norm(discriminator)
+    return generator, discriminator
+
+
+@torch.no_grad()
+def sample_gan(generator: nn.Module, config: GANConfig, n: int, *, generator_rng: torch.Generator | None = None,
+               truncation: float = 1.0) -> tuple[torch.Tensor, int]:
+    """Images (n, C, H, W) in [0, 1] from a generator in eval mode, and a grid row length; a cGAN gives one
+    row per class (labels 0..9, n // 10 each)."""
+    device = next(generator.parameters()).device
+    was_training = generator.training
+    generator.eval()
+    try:
+        nrow, condition = 8, ()
+        if config.arch == "cgan":
+            classes = dataset_num_classes(config.dataset)
+            nrow = max(1, n // classes)
+            condition = (torch.arange(classes, device=device).repeat_interleave(nrow),)
+            n = condition[0].numel()
+        z = torch.randn(n, config.latent_dim, generator=generator_rng, device=device)
+        kwargs = {"truncation": truncation} if config.arch == "stylegan" else {}
+        images = generator(z, *condition, **kwargs)
+    finally:
+        generator.train(was_training)
+    return ((images + 1) / 2).clamp(0, 1), nrow
+
+
+def evaluate_gan(generator: nn.Module, config: GANConfig, num_samples: int = 1000, *, cache_dir: str | os.PathLike = "runs",
+                 seed: int = 0) -> dict[str, Any]:
+    """FD and KID of ``num_samples`` samples against the test split (features of the library's digit classifier)."""
+    from ppl_dgm.metrics.frechet import sample_quality
+
+    check_positive_int("num_samples", num_samples)
+    rng = torch.Generator(device=next(generator.parameters()).device).manual_seed(seed)
+    chunks, labels_needed = [], config.arch == "cgan"
+    remaining = num_samples
+    while remaining > 0:
+        size = min(500, remaining)
+        images, _ = sample_gan(generator, config, size if not labels_needed else max(size, 10), generator_rng=rng)
+        chunks.append(images[:remaining].cpu())
+        remaining -= len(chunks[-1])
+    samples = torch.cat(chunks)
+    if labels_needed:  # one row per class: shuffle so a truncated set is still class-balanced
+        samples = samples[torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))]
+    return sample_quality(samples, config.dataset, cache_dir=cache_dir, seed=0)
+
+
+def train_gan(config: GANConfig, run_dir: str | os.PathLike, *, device: str | torch.device = "auto", resume: bool = False,
+              progress: bool = True, max_steps: int | None = None, eval_samples: int = 0,
+              classifier_dir: str | os.PathLike = "runs") -> dict[str, Any]:
+    """Train a GAN into ``run_dir`` (config, metrics, checkpoint, samples.png per epoch); FD/KID when ``eval_samples``."""
+    run = RunDir(run_dir)
+    if resume and (run.path / "config.json").is_file():
+        saved = run.read_config()
+        if saved != config.as_json():
+            changed = sorted(k for k in saved if saved.get(k) != config.as_json().get(k))
+            raise ValueError(f"resume: config differs from the one saved in {str(run.path)!r} in {changed}")
+    run.write_config(config.as_json())
+    device = resolve_device(device)
+    torch.manual_seed(config.seed)
+    images, labels = load_dataset(config.dataset, "train", root=config.data_root).tensors
+    generator, discriminator = build_networks(config)
+    ema = make_ema(generator, config.ema_decay)
+
+    def write_samples(epoch: int, record: dict[str, Any]) -> None:
+        grid, nrow = sample_gan(ema.module, config, 100 if config.arch == "cgan" else 64,
+                                generator_rng=torch.Generator(device=device).manual_seed(config.seed))
+        run.save_grid(grid, "samples.png", nrow=nrow)
+
+    started = time.perf_counter()
+    history = fit_gan(
+        generator, discriminator, (images * 2 - 1, labels), loss=objective(config.loss), latent_dim=config.latent_dim,
+        n_critic=config.n_critic, conditional=config.arch == "cgan", epochs=config.epochs, batch_size=config.batch_size,
+        lr=config.lr, ema=ema, device=device, checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path,
+        max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples,
+        description=f"{config.arch} {config.loss} {config.dataset}",
+    )
+    result: dict[str, Any] = {"epochs_done": len(history), "steps": run.checkpoint.load()["step"],
+                              "train_seconds": time.perf_counter() - started, "device": str(device)}
+    if history.records:
+        result.update(d_loss=history["d_loss"][-1], g_loss=history["g_loss"][-1])
+    if eval_samples:
+        result.update(evaluate_gan(ema.module, config, eval_samples, cache_dir=classifier_dir, seed=config.seed))
+    return result
+
+
+def load_gan_run(run_dir: str | os.PathLike, device: str | torch.device = "auto") -> tuple[nn.Module, GANConfig]:
+    """The EMA generator (eval mode) and config of a run folder written by :func:`train_gan`."""
+    run = RunDir(run_dir)
+    config = GANConfig(**run.read_config())
+    generator, _ = build_networks(config)
+    ema = make_ema(generator, config.ema_decay)
+    ema.load_state_dict(run.checkpoint.load(map_location="cpu")["ema"])
+    return ema.module.to(resolve_device(device)).eval(), config

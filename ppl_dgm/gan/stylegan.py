@@ -1,0 +1,121 @@
+"""A small style-based generator (Karras et al. 2019) for 28x28 / 32x32 images.
+
+Mapping network f: z -> w, a learned constant input, per resolution [upsample, conv3x3] -> noise -> AdaIN
+-> conv3x3 -> noise -> AdaIN, a 1x1 output conv; style mixing regularization and the truncation trick.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ppl_dgm._checks import check_image_shape, check_positive_int
+from ppl_dgm.nn.blocks import AdaptiveInstanceNorm, NoiseInjection
+
+__all__ = ["MappingNetwork", "StyleGenerator"]
+
+
+class MappingNetwork(nn.Module):
+    """z (B, latent_dim) -> w (B, style_dim): pixel-normalized z, then ``num_layers`` Linear-LeakyReLU(0.2) (Karras et al. 2019, sec. 2)."""
+
+    def __init__(self, latent_dim: int, style_dim: int, num_layers: int = 4):
+        super().__init__()
+        check_positive_int("num_layers", num_layers)
+        layers: list[nn.Module] = []
+        width = check_positive_int("latent_dim", latent_dim)
+        for _ in range(num_layers):
+            layers += [nn.Linear(width, style_dim), nn.LeakyReLU(0.2)]
+            width = style_dim
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        z = z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-8)  # pixel norm (Karras et al. 2018, eq. 2)
+        return self.layers(z)
+
+
+class _StyleLayer(nn.Module):
+    """conv3x3 -> noise -> LeakyReLU(0.2) -> AdaIN(style)."""
+
+    def __init__(self, in_channels: int, out_channels: int, style_dim: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.noise = NoiseInjection(out_channels)
+        self.norm = AdaptiveInstanceNorm(out_channels, style_dim)
+
+    def forward(self, x: Tensor, style: Tensor, noise: Tensor | None = None) -> Tensor:
+        return self.norm(F.leaky_relu(self.noise(self.conv(x), noise), 0.2), style)
+
+
+class StyleGenerator(nn.Module):
+    """z (B, latent_dim) -> images (B, C, H, W) in about [−1, 1]; one style per layer (2 per resolution).
+
+    In training mode, with probability ``mixing_probability`` a sample takes its styles from a second z
+    after a random crossover layer (style mixing regularization, Karras et al. 2019, sec. 3.1).
+    """
+
+    def __init__(self, latent_dim: int = 64, image_shape: tuple[int, int, int] = (1, 28, 28), channels: int = 64,
+                 style_dim: int | None = None, mapping_layers: int = 4, mixing_probability: float = 0.9):
+        super().__init__()
+        self.latent_dim = check_positive_int("latent_dim", latent_dim)
+        self.image_shape = check_image_shape(image_shape)
+        image_channels, side, width = self.image_shape
+        if side != width or side not in (28, 32):
+            raise ValueError(f"image_shape must be (C, 28, 28) or (C, 32, 32), got {self.image_shape!r}")
+        channels = check_positive_int("channels", channels)
+        self.style_dim = check_positive_int("style_dim", style_dim or latent_dim)
+        if not 0.0 <= mixing_probability <= 1.0:
+            raise ValueError(f"mixing_probability must lie in [0, 1], got {mixing_probability!r}")
+        self.mixing_probability = float(mixing_probability)
+        self.mapping = MappingNetwork(self.latent_dim, self.style_dim, mapping_layers)
+        self.sides = [7, 14, 28] if side == 28 else [4, 8, 16, 32]
+        self.constant = nn.Parameter(torch.ones(1, channels, self.sides[0], self.sides[0]))  # learned constant input
+        self.layers = nn.ModuleList()
+        self.first_noise = NoiseInjection(channels)
+        self.first_norm = AdaptiveInstanceNorm(channels, self.style_dim)
+        self.layers.append(_StyleLayer(channels, channels, self.style_dim))  # the second layer of the first block
+        for _ in self.sides[1:]:
+            self.layers += [_StyleLayer(channels, channels, self.style_dim), _StyleLayer(channels, channels, self.style_dim)]
+        self.to_image = nn.Conv2d(channels, image_channels, 1)
+        self.register_buffer("mean_style", torch.zeros(self.style_dim))  # w̄ for the truncation trick
+
+    @property
+    def num_styles(self) -> int:
+        return 1 + len(self.layers)
+
+    def styles(self, z: Tensor, z_mix: Tensor | None = None, crossover: Tensor | int | None = None) -> Tensor:
+        """Per-layer styles (B, num_styles, style_dim): w(z) before layer ``crossover`` (per sample or int), w(z_mix) after."""
+        w = self.mapping(z)
+        styles = w[:, None].expand(-1, self.num_styles, -1)
+        if z_mix is None:
+            return styles
+        crossover = torch.as_tensor(crossover, device=z.device).expand(z.shape[0])
+        layer = torch.arange(self.num_styles, device=z.device)
+        mixed = layer[None, :] >= crossover[:, None]  # (B, num_styles)
+        return torch.where(mixed[..., None], self.mapping(z_mix)[:, None].expand_as(styles), styles)
+
+    def synthesize(self, styles: Tensor, noise: list[Tensor | None] | None = None) -> Tensor:
+        """The synthesis network g on per-layer styles (B, num_styles, style_dim); ``noise`` per layer or None."""
+        noise = noise or [None] * self.num_styles
+        x = self.constant.expand(styles.shape[0], -1, -1, -1)
+        x = self.first_norm(self.first_noise(x, noise[0]), styles[:, 0])
+        for index, layer in enumerate(self.layers, start=1):
+            if index % 2 == 0:  # the first layer at each new resolution upsamples (bilinear, Karras et al. 2019)
+                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = layer(x, styles[:, index], noise[index])
+        return self.to_image(x)
+
+    def forward(self, z: Tensor, truncation: float = 1.0) -> Tensor:
+        batch_size = z.shape[0]
+        if self.training and self.mixing_probability > 0:
+            z_mix = torch.randn_like(z)
+            crossover = torch.randint(1, self.num_styles, (batch_size,), device=z.device)
+            keep = torch.rand(batch_size, device=z.device) >= self.mixing_probability
+            crossover = torch.where(keep, torch.full_like(crossover, self.num_styles), crossover)
+            styles = self.styles(z, z_mix, crossover)
+            with torch.no_grad():  # running mean of w for truncation
+                self.mean_style.lerp_(styles[:, 0].mean(0).detach(), 0.005)
+        else:
+            styles = self.styles(z)
+        if truncation != 1.0:
+            styles = self.mean_style + truncation * (styles - self.mean_style)  # w' = w̄ + ψ (w − w̄), Karras et al. 2019, sec. 2
+        return self.synthesize(styles)

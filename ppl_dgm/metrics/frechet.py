@@ -1,0 +1,171 @@
+"""Fréchet distance and kernel (KID) distance on features of a small digit classifier the library trains.
+
+No Inception download: a LeNet-style CNN is trained once on the dataset's train split (seeded,
+deterministic) and cached under ``runs/feature_classifier/``; its penultimate layer gives the features.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ppl_dgm._checks import check_positive_int
+
+__all__ = [
+    "DigitClassifier",
+    "frechet_distance",
+    "frechet_distance_of_features",
+    "kernel_distance",
+    "feature_classifier",
+    "extract_features",
+    "frechet_distance_of_samples",
+    "sample_quality",
+]
+
+_SUPPORTED = ("mnist5k", "mnist", "fashion_mnist")  # (1, 28, 28) datasets
+
+
+class DigitClassifier(nn.Module):
+    """Images (B, 1, 28, 28) in [0, 1] -> logits (B, num_classes); ``features`` gives the (B, feature_dim) penultimate layer."""
+
+    def __init__(self, num_classes: int = 10, channels: int = 32, feature_dim: int = 128):
+        super().__init__()
+        channels, feature_dim = check_positive_int("channels", channels), check_positive_int("feature_dim", feature_dim)
+        self.trunk = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 28 -> 14
+            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 14 -> 7
+            nn.Flatten(), nn.Linear(2 * channels * 49, feature_dim), nn.ReLU(),
+        )
+        self.head = nn.Linear(feature_dim, check_positive_int("num_classes", num_classes))
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.trunk(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(x))
+
+
+def frechet_distance(mean1: Tensor, covariance1: Tensor, mean2: Tensor, covariance2: Tensor) -> float:
+    """‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^{1/2}), the squared W₂ between Gaussians (Dowson & Landau 1982; Heusel et al. 2017, eq. 6).
+
+    Tr (Σ₁Σ₂)^{1/2} = Σ √λ of the PSD matrix Σ₁^{1/2} Σ₂ Σ₁^{1/2} (eigendecompositions, float64).
+    """
+    mean1, mean2, covariance1, covariance2 = (t.detach().to(torch.float64) for t in (mean1, mean2, covariance1, covariance2))
+    if mean1.shape != mean2.shape or covariance1.shape != covariance2.shape or covariance1.shape != mean1.shape * 2:
+        raise ValueError(f"means (d,) and covariances (d, d) must match, got {tuple(mean1.shape)}, {tuple(covariance1.shape)}, "
+                         f"{tuple(mean2.shape)}, {tuple(covariance2.shape)}")
+    values, vectors = torch.linalg.eigh(covariance1)
+    sqrt1 = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    middle = sqrt1 @ covariance2 @ sqrt1
+    trace_sqrt = torch.linalg.eigvalsh(0.5 * (middle + middle.T)).clamp(min=0).sqrt().sum()
+    return float(((mean1 - mean2) ** 2).sum() + covariance1.trace() + covariance2.trace() - 2 * trace_sqrt)
+
+
+def frechet_distance_of_features(features1: Tensor, features2: Tensor) -> float:
+    """FD between Gaussians fitted (mean, unbiased covariance) to features (N₁, d) and (N₂, d)."""
+    if features1.ndim != 2 or features2.ndim != 2 or features1.shape[1] != features2.shape[1] or min(len(features1), len(features2)) < 2:
+        raise ValueError(f"features must be (N, d) with the same d and N >= 2, got {tuple(features1.shape)} and {tuple(features2.shape)}")
+    f1, f2 = features1.detach().double(), features2.detach().double()
+    return frechet_distance(f1.mean(0), torch.cov(f1.T), f2.mean(0), torch.cov(f2.T))
+
+
+def kernel_distance(features1: Tensor, features2: Tensor, *, num_subsets: int = 100, subset_size: int = 1000,
+                    generator: torch.Generator | None = None) -> tuple[float, float]:
+    """KID: mean and std over subsets of the unbiased MMD² with k(x, y) = (xᵀy / d + 1)³ (Bińkowski et al. 2018, sec. 3 / eq. 4)."""
+    check_positive_int("num_subsets", num_subsets)
+    check_positive_int("subset_size", subset_size)
+    if features1.ndim != 2 or features2.ndim != 2 or features1.shape[1] != features2.shape[1]:
+        raise ValueError(f"features must be (N, d) with the same d, got {tuple(features1.shape)} and {tuple(features2.shape)}")
+    f1, f2 = features1.detach().double(), features2.detach().double()
+    size = min(subset_size, len(f1), len(f2))
+    if size < 2:
+        raise ValueError(f"KID needs at least 2 examples in each set, got {len(f1)} and {len(f2)}")
+    dim = f1.shape[1]
+    estimates = []
+    for _ in range(num_subsets):
+        x = f1[torch.randperm(len(f1), generator=generator)[:size]]
+        y = f2[torch.randperm(len(f2), generator=generator)[:size]]
+        k_xx, k_yy, k_xy = ((a @ b.T / dim + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        off_diagonal = size * (size - 1)
+        # unbiased MMD²: diagonal terms k(x_i, x_i) excluded (Gretton et al. 2012, eq. 3)
+        mmd2 = (k_xx.sum() - k_xx.diagonal().sum()) / off_diagonal + (k_yy.sum() - k_yy.diagonal().sum()) / off_diagonal - 2 * k_xy.mean()
+        estimates.append(mmd2)
+    values = torch.stack(estimates)
+    return float(values.mean()), float(values.std()) if num_subsets > 1 else 0.0
+
+
+def feature_classifier(dataset: str = "mnist5k", *, path: str | os.PathLike | None = None, cache_dir: str | os.PathLike = "runs",
+                       seed: int = 0, epochs: int = 8, device: str | torch.device = "cpu", progress: bool = False) -> DigitClassifier:
+    """The feature network for ``dataset``: loaded from ``path`` (default ``<cache_dir>/feature_classifier/<dataset>_seed<seed>.pt``)
+    or trained there once (Adam 1e-3, batch 128, ``epochs`` epochs on the train split), in eval mode on ``device``."""
+    from ppl_dgm.data import load_dataset
+    from ppl_dgm.train.device import resolve_device
+    from ppl_dgm.train.loop import fit
+
+    if dataset not in _SUPPORTED:
+        raise ValueError(f"dataset={dataset!r} has no feature classifier; expected one of {_SUPPORTED}")
+    path = Path(path) if path is not None else Path(cache_dir) / "feature_classifier" / f"{dataset}_seed{seed}.pt"
+    device = resolve_device(device)
+    if path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        classifier = DigitClassifier(**state["shape"])
+        classifier.load_state_dict(state["state_dict"])
+        classifier.test_accuracy, classifier.cache_path = state["test_accuracy"], path
+        return classifier.to(device).eval()
+    torch.manual_seed(seed)
+    classifier = DigitClassifier()
+    train = load_dataset(dataset, "train")
+    fit(classifier, lambda batch: F.cross_entropy(classifier(batch[0]), batch[1]), train, epochs=epochs, batch_size=128,
+        device=device, seed=seed, progress=progress, description=f"feature classifier {dataset}")
+    classifier.eval()
+    test_x, test_y = load_dataset(dataset, "test").tensors
+    with torch.no_grad():
+        accuracy = float((classifier(test_x.to(device)).argmax(1).cpu() == test_y).double().mean())
+    classifier.test_accuracy, classifier.cache_path = accuracy, path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save({"state_dict": {k: v.cpu() for k, v in classifier.state_dict().items()}, "test_accuracy": accuracy,
+                "shape": {"num_classes": 10, "channels": 32, "feature_dim": 128}, "seed": seed, "epochs": epochs}, tmp)
+    os.replace(tmp, path)
+    return classifier
+
+
+@torch.no_grad()
+def extract_features(classifier: DigitClassifier, images: Tensor, batch_size: int = 500) -> Tensor:
+    """Penultimate features (N, feature_dim) of images (N, 1, 28, 28) in [0, 1], in float64 on the CPU."""
+    if images.ndim != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"images must have shape (N, 1, 28, 28) with values in [0, 1], got {tuple(images.shape)}")
+    device = next(classifier.parameters()).device
+    chunks = [classifier.features(images[i : i + batch_size].to(device, torch.float32)).double().cpu()
+              for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks)
+
+
+def sample_quality(samples: Tensor, dataset: str = "mnist5k", *, reference: str = "test", classifier: DigitClassifier | None = None,
+                   cache_dir: str | os.PathLike = "runs", seed: int = 0, device: str | torch.device = "cpu",
+                   kid_subsets: int = 100, kid_subset_size: int = 500) -> dict[str, Any]:
+    """FD and KID (mean, std) of samples (N, 1, 28, 28) in [0, 1] against ``dataset``'s ``reference`` split.
+
+    FD depends on N (it is biased): compare numbers computed with the same N and reference. KID averages
+    ``kid_subsets`` random subsets of ``kid_subset_size`` (smaller than N, so the std is meaningful).
+    """
+    from ppl_dgm.data import load_dataset
+
+    if samples.min() < -1e-3 or samples.max() > 1 + 1e-3:
+        raise ValueError(f"samples must lie in [0, 1] (images, not model space), got values in [{float(samples.min()):.3g}, {float(samples.max()):.3g}]")
+    classifier = classifier or feature_classifier(dataset, cache_dir=cache_dir, seed=seed, device=device)
+    real = load_dataset(dataset, reference).tensors[0]
+    real_features, fake_features = extract_features(classifier, real), extract_features(classifier, samples)
+    kid, kid_std = kernel_distance(real_features, fake_features, num_subsets=kid_subsets, subset_size=kid_subset_size,
+                                   generator=torch.Generator().manual_seed(seed))
+    return {"fd": frechet_distance_of_features(real_features, fake_features), "kid": kid, "kid_std": kid_std,
+            "num_samples": len(samples), "num_reference": len(real), "reference": f"{dataset}/{reference}"}
+
+
+def frechet_distance_of_samples(samples: Tensor, dataset: str = "mnist5k", **kwargs: Any) -> float:
+    """FD of samples (N, 1, 28, 28) in [0, 1] against ``dataset``'s test split (see :func:`sample_quality`)."""
+    return sample_quality(samples, dataset, kid_subsets=1, **kwargs)["fd"]

@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from ppl_dgm.gan.stylegan import MappingNetwork, StyleGenerator
+from ppl_dgm.nn import AdaptiveInstanceNorm, ModulatedConv2d, NoiseInjection, adaptive_instance_norm
+
+
+def test_adain_output_has_the_target_per_channel_mean_and_std():
+    generator = torch.Generator().manual_seed(0)
+    x = 3 * torch.randn(4, 5, 8, 8, generator=generator) + 2
+    scale, bias = torch.rand(4, 5, generator=generator) + 0.5, torch.randn(4, 5, generator=generator)
+    out = adaptive_instance_norm(x, scale, bias, eps=0.0)  # Huang & Belongie 2017, eq. 8
+    torch.testing.assert_close(out.mean(dim=(2, 3)), bias, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.std(dim=(2, 3), unbiased=False), scale, atol=1e-5, rtol=0)
+
+
+def test_adain_module_maps_the_style_to_scale_and_bias():
+    torch.manual_seed(0)
+    norm = AdaptiveInstanceNorm(channels=3, style_dim=2)
+    with torch.no_grad():
+        norm.affine.weight.zero_()
+        norm.affine.weight[:, 0] = torch.tensor([1.0, 2.0, 3.0, -1.0, 0.0, 1.0])  # (y_s, y_b) = A w, w = (1, 0)
+        norm.affine.bias.zero_()
+    out = norm(torch.randn(2, 3, 6, 6) * 5, torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+    torch.testing.assert_close(out.mean(dim=(2, 3)), torch.tensor([[-1.0, 0.0, 1.0]] * 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.std(dim=(2, 3), unbiased=False), torch.tensor([[1.0, 2.0, 3.0]] * 2), atol=1e-3, rtol=0)
+
+
+def test_noise_injection_is_per_channel_scaled_shared_noise():
+    injection = NoiseInjection(3)
+    x = torch.zeros(2, 3, 4, 4)
+    assert torch.equal(injection(x), x)  # B_c starts at 0
+    with torch.no_grad():
+        injection.weight.copy_(torch.tensor([1.0, -2.0, 0.5]))
+    noise = torch.randn(2, 1, 4, 4)
+    torch.testing.assert_close(injection(x, noise), noise * torch.tensor([1.0, -2.0, 0.5]).view(1, 3, 1, 1))
+
+
+def test_modulated_conv_demodulates_to_unit_norm_and_matches_a_plain_conv():
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(3, 4, 3, style_dim=5)
+    style = torch.randn(2, 5)
+    weight = conv.modulated_weight(style)
+    torch.testing.assert_close(weight.pow(2).sum(dim=(2, 3, 4)), torch.ones(2, 4), atol=1e-5, rtol=0)  # Karras et al. 2020, eq. 3
+    x = torch.randn(2, 3, 6, 6)
+    out = conv(x, style)
+    for b in range(2):  # the grouped conv equals one conv per sample with that sample's weight
+        torch.testing.assert_close(out[b : b + 1], torch.nn.functional.conv2d(x[b : b + 1], weight[b], padding=1), atol=1e-5, rtol=1e-5)
+
+
+def test_style_mixing_takes_styles_after_the_crossover_from_the_second_latent():
+    torch.manual_seed(0)
+    generator = StyleGenerator(8, (1, 28, 28), channels=8)
+    z, z_mix = torch.randn(3, 8), torch.randn(3, 8)
+    styles = generator.styles(z, z_mix, torch.tensor([1, 3, 6]))
+    w, w_mix = MappingNetwork.forward(generator.mapping, z), generator.mapping(z_mix)
+    assert generator.num_styles == 6 and styles.shape == (3, 6, 8)
+    torch.testing.assert_close(styles[0, 0], w[0])
+    torch.testing.assert_close(styles[0, 1:], w_mix[0].expand(5, -1))
+    torch.testing.assert_close(styles[1, :3], w[1].expand(3, -1))
+    torch.testing.assert_close(styles[2], w[2].expand(6, -1))  # crossover after the last layer: no mixing
+    generator.eval()
+    noise = [torch.randn(3, 1, s, s) for s in (7, 7, 14, 14, 28, 28)]
+    images = generator.synthesize(styles, noise)
+    assert images.shape == (3, 1, 28, 28)
+    coarse_only = generator.synthesize(generator.styles(z, z_mix, 4), noise)  # styles differ only in the fine layers
+    assert not torch.allclose(coarse_only, generator.synthesize(generator.styles(z), noise))
+
+
+def test_generator_uses_a_learned_constant_and_rejects_bad_shapes():
+    generator = StyleGenerator(8, (1, 28, 28), channels=8).eval()
+    assert generator.constant.requires_grad and generator.constant.shape == (1, 8, 7, 7)
+    for module in generator.modules():
+        if isinstance(module, NoiseInjection):
+            torch.nn.init.constant_(module.weight, 0.1)  # learned B_c start at 0: make the noise visible
+    torch.manual_seed(1)
+    first = generator(torch.zeros(2, 8) + 1)
+    torch.manual_seed(2)
+    assert not torch.equal(first, generator(torch.zeros(2, 8) + 1))  # per-layer noise makes stochastic detail
+    with pytest.raises(ValueError, match=r"image_shape must be \(C, 28, 28\) or \(C, 32, 32\), got \(1, 8, 8\)"):
+        StyleGenerator(8, (1, 8, 8))
+    with pytest.raises(ValueError, match="mixing_probability must lie in \\[0, 1\\], got 1.5"):
+        StyleGenerator(8, mixing_probability=1.5)
