@@ -48,7 +48,9 @@ def init_distributed(device: str | torch.device = "auto") -> tuple[int, int, tor
 
 
 def cleanup_distributed() -> None:
+    """Leave the process group once every process is done (tearing down while a peer still talks aborts gloo)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -11,7 +11,7 @@ from pyro.infer import Trace_ELBO
 from pyro.nn import PyroModule, PyroParam
 
 from ppl_dgm.train import fit_svi
-from ppl_dgm.train.distributed import rank_and_world_size
+from ppl_dgm.train.distributed import cleanup_distributed, rank_and_world_size
 
 
 class MarginalFactorModel(PyroModule):
@@ -52,7 +52,7 @@ def worker(rank, world_size, port, out_dir):
         state = train(batch_size=8, checkpoint=os.path.join(out_dir, f"rank{rank}.pt"))
         torch.save(state, os.path.join(out_dir, f"params{rank}.pt"))
     finally:
-        torch.distributed.destroy_process_group()
+        cleanup_distributed()
 
 
 def free_port():
