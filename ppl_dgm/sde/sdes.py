@@ -5,6 +5,7 @@ the underscore methods are the unchecked math the samplers call once per step.
 """
 from __future__ import annotations
 
+import abc
 import math
 import numbers
 from typing import Callable
@@ -39,23 +40,24 @@ def check_time_range(name: str, value: object, high: float = 1.0) -> float:
     return float(value)
 
 
-class SDE:
+class SDE(abc.ABC):
     """Base class: subclasses define ``_beta_like`` pieces through ``_drift_diffusion``, ``_mean_std``, ``prior_std``."""
 
     T = 1.0
     prior_std = 1.0
 
     # ------------------------------------------------------------------ unchecked math (subclasses)
+    @abc.abstractmethod
     def _drift_diffusion(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """f(x, t) like x and g(t) of shape (B,) (float64)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _mean_coefficient_std(self, t: Tensor) -> tuple[Tensor, Tensor]:
         """(a(t), σ(t)) float64 (B,) with p_0t(x_t | x_0) = N(a(t) x_0, σ(t)² I)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _diffusion(self, t: Tensor) -> Tensor:
-        raise NotImplementedError
+        """g(t), float64 (B,)."""
 
     # ------------------------------------------------------------------ checked public API
     def _check(self, x: Tensor, t: Tensor, allow_outside: bool = False) -> Tensor:
