@@ -188,12 +188,7 @@ def train_ddpm(
 ) -> dict[str, Any]:
     """Train an ε-network with L_simple into ``run_dir`` (config, metrics, checkpoint, samples.png per epoch)."""
     run = RunDir(run_dir)
-    if resume and (run.path / "config.json").is_file():
-        saved = run.read_config()
-        if saved != config.as_json():
-            changed = sorted(k for k in saved if saved.get(k) != config.as_json().get(k))
-            raise ValueError(f"resume: config differs from the one saved in {str(run.path)!r} in {changed}")
-    run.write_config(config.as_json())
+    run.start(config.as_json(), resume)
     device = resolve_device(device)
     torch.manual_seed(config.seed)
     train_data = load_dataset(config.dataset, "train", root=config.data_root)

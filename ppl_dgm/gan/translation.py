@@ -140,9 +140,7 @@ def train_translation(config: TranslationConfig, run_dir: str | os.PathLike, *, 
                       resume: bool = False, progress: bool = True, max_steps: int | None = None) -> dict[str, Any]:
     """Train pix2pix (paired) or CycleGAN (unpaired) into ``run_dir``; writes samples.png (source | output | target)."""
     run = RunDir(run_dir)
-    if resume and (run.path / "config.json").is_file() and run.read_config() != config.as_json():
-        raise ValueError(f"resume: config differs from the one saved in {str(run.path)!r}")
-    run.write_config(config.as_json())
+    run.start(config.as_json(), resume)
     device = resolve_device(device)
     torch.manual_seed(config.seed)
     generator, discriminator = build_translation_networks(config)

@@ -159,9 +159,7 @@ def train_score(config: ScoreConfig, run_dir: str | os.PathLike, *, device: str 
                 progress: bool = True, max_steps: int | None = None) -> dict[str, Any]:
     """Train into ``run_dir`` (config.json, metrics.jsonl, checkpoint.pt with EMA, samples.png) with exact resume."""
     run = RunDir(run_dir)
-    if resume and (run.path / "config.json").is_file() and run.read_config() != config.as_json():
-        raise ValueError(f"resume: config differs from the one saved in {str(run.path)!r}")
-    run.write_config(config.as_json())
+    run.start(config.as_json(), resume)
     device = resolve_device(device)
     torch.manual_seed(config.seed)
     net = build_network(config).to(device)

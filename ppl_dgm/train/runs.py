@@ -32,6 +32,15 @@ class RunDir:
     def metrics_path(self) -> Path:
         return self.path / "metrics.jsonl"
 
+    def start(self, config: dict[str, Any], resume: bool = False) -> None:
+        """Write ``config.json``; when resuming, first check it equals the saved one (ValueError naming the keys)."""
+        if resume and (self.path / "config.json").is_file():
+            saved = self.read_config()
+            if saved != config:
+                changed = sorted(key for key in set(saved) | set(config) if saved.get(key) != config.get(key))
+                raise ValueError(f"resume: config differs from the one saved in {str(self.path)!r} in {changed}")
+        self.write_config(config)
+
     def write_config(self, config: dict[str, Any]) -> None:
         if not is_main_process():
             return

@@ -79,9 +79,7 @@ def evaluate_autoencoder(model: Autoencoder, data: TensorDataset) -> dict[str, f
 def _train_deterministic(model, config, run_dir, train_data, test_data, val_loss_fn, *, device, resume, progress, max_steps, description):
     """The run mechanics shared by autoencoders and VQ-VAEs: config, plain loop, grids."""
     run = RunDir(run_dir)
-    if resume and (run.path / "config.json").is_file() and run.read_config() != asdict(config):
-        raise ValueError(f"resume: config differs from the one saved in {str(run.path)!r}")
-    run.write_config(asdict(config))
+    run.start(asdict(config), resume)
     model = model.to(device)
     test_images = test_data.tensors[0].to(device)
     started = time.perf_counter()

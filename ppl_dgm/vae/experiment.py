@@ -168,12 +168,7 @@ def train_vae(
     if iwae_k is not None:
         check_positive_int("iwae_k", iwae_k)
     run = RunDir(run_dir)
-    if resume and (run.path / "config.json").is_file():
-        saved = run.read_config()
-        if saved != asdict(config):
-            changed = sorted(k for k in saved if saved.get(k) != asdict(config).get(k))
-            raise ValueError(f"resume: config differs from the one saved in {str(run.path)!r} in {changed}")
-    run.write_config(asdict(config))
+    run.start(asdict(config), resume)
     device = resolve_device(device)
     pyro.set_rng_seed(config.seed)
     pyro.clear_param_store()
