@@ -1,24 +1,10 @@
-import argparse
 import json
 
 import pytest
 import torch
 
-from ppl_dgm.diffusion import commands
+from ppl_dgm.cli import main as run  # the real command line, with every family
 from ppl_dgm.diffusion.experiment import DDPMConfig, build_unet
-
-
-def parser():
-    root = argparse.ArgumentParser(prog="ppl-dgm")
-    sub = root.add_subparsers(dest="command", required=True)
-    families = {name: sub.add_parser(name).add_subparsers(dest="family", required=True) for name in ("train", "sample", "eval")}
-    commands.add_parsers(families["train"], families["sample"], families["eval"])
-    return root
-
-
-def run(argv):
-    args = parser().parse_args(argv)
-    return args.handler(args)
 
 
 TINY = ["--dataset", "digits", "--channels", "8", "--channel-mults", "1", "2", "--num-steps", "20", "--sample-steps", "4",

@@ -1,24 +1,10 @@
-import argparse
 import json
 
 import pytest
 import torch
 
-from ppl_dgm.sde import commands
+from ppl_dgm.cli import main as run  # the real command line, with every family
 from ppl_dgm.sde.experiment import ScoreConfig
-
-
-def parser():
-    root = argparse.ArgumentParser(prog="ppl-dgm")
-    sub = root.add_subparsers(dest="command", required=True)
-    families = {name: sub.add_parser(name).add_subparsers(dest="family", required=True) for name in ("train", "sample", "eval")}
-    commands.add_parsers(families["train"], families["sample"], families["eval"])
-    return root
-
-
-def run(argv):
-    args = parser().parse_args(argv)
-    return args.handler(args)
 
 
 def test_train_resume_sample_eval_score_sde_on_toy_data(tmp_path, capsys):
