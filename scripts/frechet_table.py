@@ -1,38 +1,115 @@
-"""FD and KID against mnist5k's test split for trained GAN runs, with the data's own row as the floor.
+"""FD and KID against mnist5k's test split for trained GAN and DDPM runs, with real digits as the floor.
+
+GAN runs give ``--num-samples`` samples each. A DDPM run (``--ddpm RUN``) is sampled by ancestral sampling
+over all T steps (Ho et al. 2020, Alg. 2) and by DDIM with 100 and 50 steps (Song, Meng & Ermon 2021,
+η = 0) and, with ``--score-samplers``, as a VP SDE by torchsde, PC and the probability-flow ODE (one
+network, every sampler), ``--ddpm-samples`` images each from the same seed; samples are cached in the run folder
+(``samples_<sampler>_<n>_seed<s>.pt``) and shown in ``fd_<sampler>.png``. FD is biased in N, so each
+sample count gets its own data-vs-data floor (N real training digits against the test split).
 
     python scripts/frechet_table.py runs/dcgan_non_saturating_mnist5k runs/cgan_non_saturating_mnist5k --num-samples 1000
+    python scripts/frechet_table.py --ddpm runs/ddpm_mnist5k_40ep --ddpm-samples 250 --score-samplers
 """
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 
 import torch
+from torchvision.utils import save_image
 
 from ppl_dgm.data import load_dataset
-from ppl_dgm.gan.experiment import evaluate_gan, load_gan_run
 from ppl_dgm.metrics.frechet import feature_classifier, sample_quality
+
+DDPM_SAMPLERS = (("ancestral", None), ("ddim", 100), ("ddim", 50))
+# the same ε-network read as VPSDE(0.1, 20) at t = i/T (Song et al. 2021, App. B), through the score-SDE samplers
+SCORE_SAMPLERS = (("reverse-sde", 500), ("pc", 250), ("ode", None))
+LABELS = {"ancestral": "ancestral, all T steps", "ddim": "DDIM {} steps", "reverse-sde": "reverse SDE (torchsde EM) {} steps",
+          "pc": "PC (reverse diffusion + Langevin) {} steps", "ode": "probability-flow ODE (dopri5)"}
+
+
+def config_image_shape(config) -> tuple[int, int, int]:
+    from ppl_dgm.data import image_shape
+
+    return image_shape(config.dataset)
+
+
+def ddpm_samples(run: Path, sampler: str, steps: int | None, num_samples: int, seed: int, device: str, batch_size: int) -> tuple[torch.Tensor, float]:
+    """Images in [0, 1] of a DDPM run's EMA network (cached), and the seconds sampling took (0 when cached)."""
+    from ppl_dgm.diffusion.experiment import load_ddpm_run, sample_run
+
+    name = f"{sampler}{steps or ''}"
+    cache = run / f"samples_{name}_{num_samples}_seed{seed}.pt"
+    if cache.is_file():
+        return torch.load(cache), 0.0
+    from ppl_dgm.diffusion.ddpm import to_image_space
+    from ppl_dgm.sde import VPSDE, sample_ode, sample_pc, sample_reverse_sde
+
+    net, config = load_ddpm_run(run, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    started, chunks = time.perf_counter(), []
+    for begin in range(0, num_samples, batch_size):
+        size = min(batch_size, num_samples - begin)
+        if sampler in ("ancestral", "ddim"):
+            images, _ = sample_run(net, config, size, sampler=sampler, steps=steps, generator=generator, progress=True)
+        else:
+            shape, sde = (size, *config_image_shape(config)), VPSDE(0.1, 20.0)
+            if sampler == "reverse-sde":
+                x = sample_reverse_sde(net, sde, shape, steps=steps, generator=generator, progress=True)
+            elif sampler == "pc":
+                x = sample_pc(net, sde, shape, steps=steps, generator=generator, progress=True)
+            else:
+                x = sample_ode(net, sde, shape, generator=generator)
+            images = to_image_space(x.clamp(-1, 1))
+        chunks.append(images.cpu())
+    seconds = time.perf_counter() - started
+    samples = torch.cat(chunks)
+    torch.save(samples, cache)
+    save_image(samples[:64], run / f"fd_{name}.png", nrow=8)
+    return samples, seconds
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", help="GAN run folders")
-    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--num-samples", type=int, default=1000, help="samples per GAN run")
+    parser.add_argument("--ddpm", nargs="*", default=[], help="DDPM run folders (ancestral, DDIM 100, DDIM 50)")
+    parser.add_argument("--ddpm-samples", type=int, default=250, help="samples per DDPM sampler")
+    parser.add_argument("--score-samplers", action="store_true",
+                        help="also sample the DDPM network by the reverse SDE, PC and the probability-flow ODE")
+    parser.add_argument("--batch-size", type=int, default=250, help="DDPM images sampled at once")
     parser.add_argument("--classifier-dir", default="runs")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
     classifier = feature_classifier("mnist5k", cache_dir=args.classifier_dir, device=args.device)
     print(f"feature classifier: test accuracy {classifier.test_accuracy:.4f} ({classifier.cache_path})")
     train = load_dataset("mnist5k", "train").tensors[0]
-    rows = {"mnist5k train (real digits)": sample_quality(train[: args.num_samples], classifier=classifier)}
-    noisy = (train[: args.num_samples] + 0.2 * torch.randn(train[: args.num_samples].shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
-    rows["mnist5k train + N(0, 0.2²) noise"] = sample_quality(noisy, classifier=classifier)
-    for run in args.runs:
-        generator, config = load_gan_run(run, device=args.device)
-        rows[run] = evaluate_gan(generator, config, args.num_samples, cache_dir=args.classifier_dir)
-    print(f"{'samples':50} {'FD':>9} {'KID':>9} {'± std':>8}")
+    rows = {}
+    sizes = sorted(({args.num_samples} if args.runs or not args.ddpm else set()) | ({args.ddpm_samples} if args.ddpm else set()))
+    for n in sizes:
+        rows[f"floor: {n} real training digits"] = sample_quality(train[:n], classifier=classifier, seed=args.seed)
+        noisy = (train[:n] + 0.2 * torch.randn(train[:n].shape, generator=torch.Generator().manual_seed(args.seed))).clamp(0, 1)
+        rows[f"{n} real digits + N(0, 0.2²) noise"] = sample_quality(noisy, classifier=classifier, seed=args.seed)
+    if args.runs:
+        from ppl_dgm.gan.experiment import evaluate_gan, load_gan_run
+
+        for run in args.runs:
+            generator, config = load_gan_run(run, device=args.device)
+            rows[run] = evaluate_gan(generator, config, args.num_samples, cache_dir=args.classifier_dir, seed=args.seed)
+    for run in map(Path, args.ddpm):
+        for sampler, steps in DDPM_SAMPLERS + (SCORE_SAMPLERS if args.score_samplers else ()):
+            samples, seconds = ddpm_samples(run, sampler, steps, args.ddpm_samples, args.seed, args.device, args.batch_size)
+            label = f"{run.name} {LABELS[sampler].format(steps)}"
+            rows[label] = sample_quality(samples, classifier=classifier, seed=args.seed) | ({"sample_seconds": seconds} if seconds else {})
+    print(f"{'samples':64} {'N':>5} {'FD':>9} {'KID':>9} {'± std':>8}")
     for name, result in rows.items():
-        print(f"{name:50} {result['fd']:9.3f} {result['kid']:9.4f} {result['kid_std']:8.4f}")
-    print(json.dumps(rows, indent=2))
+        print(f"{name:64} {result['num_samples']:5d} {result['fd']:9.3f} {result['kid']:9.4f} {result['kid_std']:8.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0
 
 
