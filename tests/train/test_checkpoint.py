@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from ppl_dgm.train import Checkpoint, make_ema, resolve_device, rng_state, set_rng_state
+from ppl_dgm.train import Checkpoint, resolve_device, rng_state, set_rng_state
 
 
 def test_checkpoint_roundtrip_and_atomic_replace(tmp_path):
@@ -44,19 +44,6 @@ def test_rng_state_restores_every_generator():
     first = (random.random(), np.random.rand(), torch.rand(()).item())
     set_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(()).item()) == first
-
-
-def test_ema_is_exponential_average():
-    module = torch.nn.Linear(1, 1, bias=False)
-    torch.nn.init.constant_(module.weight, 0.0)
-    ema = make_ema(module, decay=0.9)
-    for value in (1.0, 2.0):
-        module.weight.data.fill_(value)
-        ema.update_parameters(module)
-    # torch's AveragedModel copies on the first update, then θ ← 0.9 θ + 0.1 x
-    assert ema.module.weight.item() == pytest.approx(0.9 * 1.0 + 0.1 * 2.0)
-    with pytest.raises(ValueError, match="decay must be a float in \\(0, 1\\), got 1.5"):
-        make_ema(module, decay=1.5)
 
 
 def test_resolve_device():
