@@ -77,15 +77,19 @@ def sample_ancestral(
     x = _start(shape, x_T, generator, device, _model_dtype(eps_model))
     eps_fn = guided_eps(eps_model, None if y is None else y.to(device), guidance_scale)
     tables = schedule.tables(device, x.dtype)
+    # every per-step coefficient as a (T,) table made once: the loop only indexes them (no per-step scalar ops)
     sigmas = (tables["betas"] if variance == "beta" else tables["posterior_variance"]).sqrt()
+    eps_coefficients = tables["betas"] / (1.0 - tables["alpha_bar"]).sqrt()  # β_t / √(1 − ᾱ_t)
+    sqrt_alphas = tables["alphas"].sqrt()
+    sqrt_alpha_bar, sqrt_one_minus_alpha_bar = tables["alpha_bar"].sqrt(), (1.0 - tables["alpha_bar"]).sqrt()
     for step in tqdm(range(schedule.num_steps, 0, -1), desc="ancestral", disable=not progress, leave=False):
         i = step - 1
         eps = eps_fn(x, _times(step, schedule.num_steps, x))
         if clip_x0:
-            x0 = ((x - (1.0 - tables["alpha_bar"][i]).sqrt() * eps) / tables["alpha_bar"][i].sqrt()).clamp(-1.0, 1.0)
+            x0 = ((x - sqrt_one_minus_alpha_bar[i] * eps) / sqrt_alpha_bar[i]).clamp(-1.0, 1.0)
             x = tables["posterior_mean_coef_x0"][i] * x0 + tables["posterior_mean_coef_xt"][i] * x  # eq. 7
         else:  # Ho et al. 2020, Alg. 2, line 4 (the mean is eq. 11)
-            x = (x - tables["betas"][i] / (1.0 - tables["alpha_bar"][i]).sqrt() * eps) / tables["alphas"][i].sqrt()
+            x = (x - eps_coefficients[i] * eps) / sqrt_alphas[i]
         if step > 1:
             x = x + sigmas[i] * torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
     return x
@@ -143,18 +147,21 @@ def sample_ddim(
     x = _start(shape, x_T, generator, device, _model_dtype(eps_model))
     eps_fn = guided_eps(eps_model, None if y is None else y.to(device), guidance_scale)
     alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), schedule.alpha_bar]).to(device=device, dtype=x.dtype)  # ᾱ_0 = 1
-    previous = [0] + timesteps[:-1]
-    for step, prev in tqdm(list(zip(reversed(timesteps), reversed(previous))), desc="ddim", disable=not progress, leave=False):
-        a_t, a_prev = alpha_bar[step], alpha_bar[prev]
+    pairs = list(zip(reversed(timesteps), reversed([0] + timesteps[:-1])))  # (τ_i, τ_{i−1}), i = S..1
+    # the coefficients of every step as (S,) tables made once: the loop only indexes them
+    a_t, a_prev = alpha_bar[[step for step, _ in pairs]], alpha_bar[[prev for _, prev in pairs]]
+    sigmas = eta * ((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)).sqrt()  # ibid., eq. 16
+    sqrt_a_t, sqrt_one_minus_a_t, sqrt_a_prev = a_t.sqrt(), (1.0 - a_t).sqrt(), a_prev.sqrt()
+    directions = (1.0 - a_prev - sigmas**2).clamp(min=0).sqrt()  # ibid., eq. 12: √(1 − ᾱ_{t−1} − σ_t²)
+    for k, (step, prev) in enumerate(tqdm(pairs, desc="ddim", disable=not progress, leave=False)):
         eps = eps_fn(x, _times(step, schedule.num_steps, x))
-        x0 = (x - (1.0 - a_t).sqrt() * eps) / a_t.sqrt()  # "predicted x_0", Song et al. 2021, eq. 12
+        x0 = (x - sqrt_one_minus_a_t[k] * eps) / sqrt_a_t[k]  # "predicted x_0", Song et al. 2021, eq. 12
         if clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
-            eps = (x - a_t.sqrt() * x0) / (1.0 - a_t).sqrt()
-        sigma = eta * ((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)).sqrt()  # ibid., eq. 16
-        x = a_prev.sqrt() * x0 + (1.0 - a_prev - sigma**2).clamp(min=0).sqrt() * eps  # ibid., eq. 12
+            eps = (x - sqrt_a_t[k] * x0) / sqrt_one_minus_a_t[k]
+        x = sqrt_a_prev[k] * x0 + directions[k] * eps  # ibid., eq. 12
         if eta > 0 and prev > 0:
-            x = x + sigma * torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+            x = x + sigmas[k] * torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
     return x
 
 
