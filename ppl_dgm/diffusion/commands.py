@@ -1,4 +1,5 @@
-"""``ppl-dgm train|sample|eval ddpm``: argument parsers and handlers (all logic lives in :mod:`ppl_dgm.diffusion.experiment`)."""
+"""``ppl-dgm train|sample|eval ddpm`` and ``train|sample latent-ddpm``: argument parsers and handlers (all logic lives in
+:mod:`ppl_dgm.diffusion.experiment` and :mod:`ppl_dgm.diffusion.latent`)."""
 from __future__ import annotations
 
 import argparse
@@ -65,6 +66,50 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(handler=_evaluate)
+    _add_latent_parsers(train, sample)
+
+
+def _add_latent_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction) -> None:
+    from ppl_dgm.diffusion.ddpm import VARIANCES
+    from ppl_dgm.diffusion.experiment import SAMPLERS, SCHEDULES
+    from ppl_dgm.diffusion.latent import LATENTS, LatentDDPMConfig
+
+    defaults = LatentDDPMConfig()
+    parser = train.add_parser("latent-ddpm", help="DDPM on the standardized latents of a trained VAE run (Rombach et al. 2022)")
+    parser.add_argument("--vae-run", required=True, help="VAE run folder, e.g. runs/table_vae_mlp_bernoulli_50ep")
+    parser.add_argument("--latents", default=defaults.latents, choices=LATENTS, help="posterior mean E[z|x] or a fresh z ~ q(z|x) per batch")
+    parser.add_argument("--hidden", type=int, nargs="+", default=list(defaults.hidden), help="widths of the ε-MLP")
+    parser.add_argument("--time-embedding-dim", type=int, default=defaults.time_embedding_dim)
+    parser.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULES)
+    parser.add_argument("--num-steps", type=int, default=defaults.num_steps, help="diffusion steps T")
+    parser.add_argument("--variance", default=defaults.variance, choices=VARIANCES, help="reverse variance σ_t²")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
+    parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip)
+    parser.add_argument("--sampler", default=defaults.sampler, choices=SAMPLERS, help="sampler of samples.png")
+    parser.add_argument("--sample-steps", type=int, default=defaults.sample_steps, help="DDIM steps of samples.png")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--name", default=None, help="run name (default: latent_ddpm_<vae run name>)")
+    parser.add_argument("--resume", action="store_true", help="continue exactly from runs/<name>/checkpoint.pt")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=_train_latent)
+
+    parser = sample.add_parser("latent-ddpm", help="write a grid of decoded samples from a trained latent-DDPM run")
+    parser.add_argument("run", help="run folder, e.g. runs/latent_ddpm_table_vae_mlp_bernoulli_50ep")
+    parser.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: the run's")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the run's sample_steps)")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM η in [0, 1]")
+    parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(handler=_sample_latent)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -107,4 +152,36 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     net, config = load_ddpm_run(args.run, device=args.device)
     print(json.dumps(evaluate_ddpm(net, config, args.num_images, args.batch_size, progress=not args.no_progress), indent=2))
+    return 0
+
+
+def _train_latent(args: argparse.Namespace) -> int:
+    from ppl_dgm.diffusion.latent import LatentDDPMConfig, train_latent_ddpm
+    from ppl_dgm.train.runs import RunDir
+
+    config = LatentDDPMConfig(**{f.name: getattr(args, f.name) for f in fields(LatentDDPMConfig)})
+    run_dir = Path(args.runs_dir) / (args.name or f"latent_ddpm_{Path(args.vae_run).name}")
+    result = train_latent_ddpm(config, run_dir, args.vae_run, device=args.device, resume=args.resume,
+                               progress=not args.no_progress, max_steps=args.max_steps)
+    RunDir(run_dir).write_results(result)
+    print(json.dumps(result, indent=2))
+    print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, samples.png)")
+    return 0
+
+
+def _sample_latent(args: argparse.Namespace) -> int:
+    import torch
+    from torchvision.utils import save_image
+
+    from ppl_dgm.diffusion.experiment import build_schedule
+    from ppl_dgm.diffusion.latent import load_latent_ddpm_run, sample_latent_ddpm
+
+    model, config = load_latent_ddpm_run(args.run, device=args.device)
+    generator = torch.Generator(device=model.latent_shift.device).manual_seed(args.seed)
+    images = sample_latent_ddpm(model, build_schedule(config), args.n, sampler=args.sampler or config.sampler,
+                                steps=args.steps or config.sample_steps, eta=args.eta, variance=config.variance,
+                                generator=generator, progress=not args.no_progress)
+    out = Path(args.out) if args.out else Path(args.run) / "samples_cli.png"
+    save_image(images.cpu(), out, nrow=8, padding=2, pad_value=1.0)
+    print(f"wrote {out}")
     return 0
