@@ -219,7 +219,7 @@ def train_ddpm(
         batch_size=config.batch_size,
         optim=module.ema_optimizer(config.lr),
         device=device,
-        val_data=TensorDataset(*test_data.tensors),
+        val_data=TensorDataset(to_model_space(test_data.tensors[0]), *test_data.tensors[1:]),  # fit transforms only training batches
         val_loss_fn=val_loss_fn,
         transform=_to_model_space_batch,
         checkpoint=run.checkpoint,
