@@ -24,7 +24,7 @@ from ppl_dgm.metrics.frechet import feature_classifier, sample_quality
 
 DDPM_SAMPLERS = (("ancestral", None), ("ddim", 100), ("ddim", 50))
 # the same ε-network read as VPSDE(0.1, 20) at t = i/T (Song et al. 2021, App. B), through the score-SDE samplers
-SCORE_SAMPLERS = (("reverse-sde", 500), ("pc", 250), ("ode", None))
+SCORE_SAMPLERS = (("reverse-sde", 250), ("pc", 100), ("ode", None))  # PC: 2 network calls per step
 LABELS = {"ancestral": "ancestral, all T steps", "ddim": "DDIM {} steps", "reverse-sde": "reverse SDE (torchsde EM) {} steps",
           "pc": "PC (reverse diffusion + Langevin) {} steps", "ode": "probability-flow ODE (dopri5)"}
 
