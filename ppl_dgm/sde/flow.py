@@ -3,7 +3,17 @@
 log p_0(x(0)) = log p_T(x(T)) + ∫_0^T ∇·f̃(x(t), t) dt (Song et al. 2021, eq. 39; Chen et al. 2018):
 the state is the tuple (x, Δlogp) so the solver's error norm treats the two separately
 (a flat state is 10x less accurate at the same tolerance, LIBRARY_NOTES). Divergence: exact
-(one reverse-mode pass per dimension) or Hutchinson (Rademacher).
+(one reverse-mode pass per dimension) or Hutchinson (Rademacher); the drift comes from the same forward
+pass as the divergence (score_sde_pytorch's likelihood.py runs the network twice per evaluation).
+
+Where the time goes (CPU, 1 thread, trained nets, rtol = atol = 1e-5): the network's forward and backward
+passes take ≥ 97% of it; torchdiffeq adds about 0.1 ms per evaluation over scipy's RK45 (0.13 against
+0.05 ms on a trivial field), 1–2% of a 6–13 ms evaluation. Forward-mode divergences (vmapped jvps,
+dual tensors) measured 1.7–2.5x slower than reverse mode. So the cost is the number of evaluations,
+set by the step-size controller: torchdiffeq's never shrinks the step after an accepted one, and its
+default safety 0.9 rejected 23 of 100 dopri5 steps on a checkerboard net (6 NFE lost each).
+Safety 0.8 measured fewer or equal NFE (−4% to +3%) with a smaller held-out log-likelihood error on
+checkerboard, moons and 8x8 digits at rtol 1e-5 and 3e-6 (8gaussians: fewer NFE, error within ±2x).
 """
 from __future__ import annotations
 
@@ -21,6 +31,7 @@ __all__ = ["ODELikelihood", "probability_flow_field", "sample_ode", "ode_log_lik
 
 DIVERGENCES = ("auto", "exact", "hutchinson")
 _EXACT_MAX_DIMS = 16
+_ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq's step-size-controlled solvers
 
 
 class ODELikelihood(NamedTuple):
@@ -106,12 +117,14 @@ def _hutchinson_divergence(field, x: Tensor, t: Tensor, noise: Tensor) -> tuple[
 
 @torch.no_grad()
 def ode_log_likelihood(eps_model, sde: SDE, x: Tensor, *, eps: float = 1e-5, rtol: float = 1e-5, atol: float = 1e-5,
-                       divergence: str = "auto", method: str = "dopri5", generator: torch.Generator | None = None,
+                       divergence: str = "auto", method: str = "dopri5", safety: float = 0.8, generator: torch.Generator | None = None,
                        y: Tensor | None = None, prior_logp: Callable[[Tensor], Tensor] | None = None) -> ODELikelihood:
     """log p_eps(x) in nats (B,), float64, by the instantaneous change of variables (Song et al. 2021, eq. 39, App. D.2).
 
     ``divergence``: "exact" (default for ≤ 16 dims per example), "hutchinson" (Rademacher, fixed over the
-    trajectory, as in Song et al.'s code) or "auto". ``prior_logp`` defaults to ``sde.prior_logp``.
+    trajectory, as in Song et al.'s code) or "auto". ``safety``: the step-size controller's safety factor
+    for torchdiffeq's adaptive methods (its default is 0.9; 0.8 measured fewer NFE and smaller errors, see
+    the module docstring). ``prior_logp`` defaults to ``sde.prior_logp``.
     """
     from torchdiffeq import odeint
 
@@ -122,6 +135,8 @@ def ode_log_likelihood(eps_model, sde: SDE, x: Tensor, *, eps: float = 1e-5, rto
     rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence={divergence!r} is not known; expected one of {DIVERGENCES}")
+    if isinstance(safety, bool) or not isinstance(safety, (int, float)) or not 0 < safety <= 1:
+        raise ValueError(f"safety must be a float in (0, 1], got {safety!r}")
     dims = x[0].numel()
     if divergence == "auto":
         divergence = "exact" if dims <= _EXACT_MAX_DIMS else "hutchinson"
@@ -142,7 +157,8 @@ def ode_log_likelihood(eps_model, sde: SDE, x: Tensor, *, eps: float = 1e-5, rto
     counted = _Counted(augmented)
     times = torch.tensor([eps, sde.T], dtype=torch.float64, device=device)
     start = (x, torch.zeros(x.shape[0], dtype=torch.float64, device=device))
-    z, delta = (s[-1] for s in odeint(counted, start, times, rtol=rtol, atol=atol, method=method))
+    options = {"safety": float(safety)} if method in _ADAPTIVE_METHODS else None
+    z, delta = (s[-1] for s in odeint(counted, start, times, rtol=rtol, atol=atol, method=method, options=options))
     prior = (prior_logp or sde.prior_logp)(z).to(torch.float64)
     return ODELikelihood(prior + delta, z, counted.calls)
 

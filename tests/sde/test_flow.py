@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pytest
 import torch
@@ -90,3 +91,20 @@ def test_bad_arguments_raise_clear_errors():
         ode_log_likelihood(model, sde, x, rtol=-1)
     with pytest.raises(TypeError, match="x must be a floating tensor"):
         ode_log_likelihood(model, sde, torch.zeros(3, dtype=torch.long))
+
+
+def test_safety_reaches_the_adaptive_controller_and_fixed_grid_methods_ignore_it():
+    sde = VPSDE()
+    model = GaussianScoreEps(sde, MEAN, COVARIANCE)
+    x = model.marginal(1e-5).sample((8,))
+    exact = model.marginal(1e-5).log_prob(x)
+    results = {safety: ode_log_likelihood(model, sde, x, safety=safety, prior_logp=model.marginal(sde.T).log_prob) for safety in (0.8, 0.9, 0.5)}
+    for result in results.values():
+        assert (result.log_likelihood - exact).abs().max() < 1e-3
+    assert len({result.nfe for result in results.values()}) > 1  # the controller saw different safeties
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torchdiffeq warns about options a fixed-grid solver does not use
+        fixed = ode_log_likelihood(model, sde, x, method="rk4", prior_logp=model.marginal(sde.T).log_prob)
+    assert fixed.nfe == 4  # one rk4 step over [eps, T]
+    with pytest.raises(ValueError, match=r"safety must be a float in \(0, 1\], got 1.5"):
+        ode_log_likelihood(model, sde, x, safety=1.5)
