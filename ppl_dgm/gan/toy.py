@@ -7,17 +7,21 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ppl_dgm.gan.losses import objective
+from ppl_dgm.gan.losses import apply_spectral_norm, objective
 from ppl_dgm.gan.trainer import fit_gan
 from ppl_dgm.nn import MLP
 
 __all__ = ["toy_networks", "train_toy_gan"]
 
 
-def toy_networks(latent_dim: int = 2, hidden: Sequence[int] = (256, 256, 256)) -> tuple[nn.Module, nn.Module]:
-    """Generator MLP z (B, latent_dim) -> x (B, 2) and discriminator MLP x (B, 2) -> score (B,), ReLU."""
+def toy_networks(latent_dim: int = 2, hidden: Sequence[int] = (256, 256, 256),
+                 spectral_norm: bool = False) -> tuple[nn.Module, nn.Module]:
+    """Generator MLP z (B, latent_dim) -> x (B, 2) and discriminator MLP x (B, 2) -> score (B,), ReLU;
+    ``spectral_norm`` divides every discriminator weight by its largest singular value (Miyato et al. 2018, eq. 8)."""
     generator = MLP(latent_dim, 2, hidden, activation=nn.ReLU)
     discriminator = nn.Sequential(MLP(2, 1, hidden, activation=nn.ReLU), nn.Flatten(0))
+    if spectral_norm:
+        apply_spectral_norm(discriminator)
     return generator, discriminator
 
 
@@ -27,17 +31,21 @@ def _half_constant_half_linear(done: float) -> float:
 
 def train_toy_gan(name: str, loss: str, *, steps: int = 6000, batch_size: int | None = None, lr: float | None = None,
                   latent_dim: int = 2, hidden: Sequence[int] = (256, 256, 256), num_train: int = 50_000,
-                  num_samples: int = 2500, n_critic: int | None = None, lr_decay: bool = False, seed: int = 0,
-                  progress: bool = False) -> dict[str, Any]:
-    """Train a GAN with objective ``loss`` for ``steps`` discriminator steps on ``num_train`` points of toy ``name``;
-    ``lr_decay`` keeps the learning rates for half the steps, then decays them linearly to 0. Returns the mode-coverage metrics of ``num_samples``
-    samples, the samples (N, 2) and the seconds taken."""
+                  num_samples: int = 2500, n_critic: int | None = None, lr_decay: bool = False,
+                  spectral_norm: bool = False, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """Train a GAN with objective ``loss`` for ``steps`` discriminator steps on ``num_train`` points of toy ``name``.
+
+    Optimizer, lr, betas, n_critic and batch size follow the objective's recipe (:mod:`ppl_dgm.gan.losses`) unless
+    given; ``lr_decay`` keeps the learning rates for half the steps, then decays them linearly to 0;
+    ``spectral_norm`` normalizes the discriminator (:func:`toy_networks`). Returns the mode-coverage metrics of
+    ``num_samples`` samples, the samples (N, 2), the recipe used and the seconds taken. Deterministic for a seed.
+    """
     from ppl_dgm.data import toy2d
     from ppl_dgm.metrics.modes import mode_coverage
 
     torch.manual_seed(seed)
     data = toy2d(name, num_train, generator=torch.Generator().manual_seed(seed))
-    generator, discriminator = toy_networks(latent_dim, hidden)
+    generator, discriminator = toy_networks(latent_dim, hidden, spectral_norm)
     recipe = objective(loss)
     batch_size = batch_size or recipe.batch_size
     steps_per_epoch = -(-num_train // batch_size)
@@ -51,5 +59,8 @@ def train_toy_gan(name: str, loss: str, *, steps: int = 6000, batch_size: int | 
     with torch.no_grad():
         samples = generator(torch.randn(num_samples, latent_dim, generator=torch.Generator().manual_seed(seed + 1)))
     result = mode_coverage(samples, name)
-    result.update(loss=loss, dataset=name, steps=steps, batch_size=batch_size, seconds=seconds, samples=samples)
+    result.update(loss=loss, dataset=name, steps=steps, batch_size=batch_size, optimizer=recipe.optimizer,
+                  lr=recipe.lr if lr is None else lr, betas=list(recipe.betas) if recipe.optimizer == "adam" else None,
+                  n_critic=recipe.n_critic if n_critic is None else n_critic, weight_clip=recipe.weight_clip,
+                  penalty_weight=recipe.penalty_weight, spectral_norm=spectral_norm, seconds=seconds, samples=samples)
     return result
