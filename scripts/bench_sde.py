@@ -1,12 +1,20 @@
 """Speed bars of the score-SDE samplers against named baselines, same network, same process, interleaved after warm-up.
 
 (a) `sample_reverse_sde` (torchsde, Euler) vs a bare Euler–Maruyama loop, 200 steps, 10,000 2-D points.
-(b) `ode_log_likelihood` (torchdiffeq dopri5) vs scipy `solve_ivp(method="RK45")` with a torch↔numpy copy per
-    evaluation (score_sde_pytorch's likelihood.py), same rtol = atol, on 1,000 2-D points (exact divergence) and
-    on 8x8 digits (Hutchinson, the same Rademacher vector for both). The reference baseline computes the
-    divergence by reverse mode, one backward pass per dimension; "same field" gives scipy our forward-mode field.
+(b) `ode_log_likelihood` (torchdiffeq dopri5, tuple state (x, Δlogp)) vs score_sde_pytorch's likelihood.py:
+    scipy `solve_ivp(method="RK45")` on the flat float64 state [x, Δlogp] with torch↔numpy copies at every
+    evaluation. Both integrate the same probability-flow field (`probability_flow_field`) over [eps, T] with
+    the same rtol = atol and, for images, the same Rademacher vector.
+    "score_sde" is score_sde_pytorch's ode_func as written: the drift from one forward pass, the divergence
+    from a second one (Hutchinson–Skilling: one vjp of Σ f̃·ε; in 2-D exact: one backward pass per dimension).
+    "shared pass" gives scipy our divergence functions (drift and divergence from one forward pass), so only
+    the solver and the host copies differ.
+    Both networks are trained here from fixed seeds (Adam, cosine decay; 1.3-2 minutes on one core), so the
+    bench is self-contained and repeatable: 2,000 steps of a 3x128 MLP on checkerboard, 1,500 steps of a
+    small U-Net on the 8x8 digits.
 
-    python scripts/bench_sde.py            # about 3 minutes on 2 CPU cores
+    python scripts/bench_sde.py                # 5 minutes on a quiet core, 9-11 with a training job beside it
+    python scripts/bench_sde.py --converged    # + each solver's error against rtol = atol = 1e-8
 """
 import argparse
 import math
@@ -18,18 +26,25 @@ import torch
 from ppl_dgm.data import load_dataset, toy2d
 from ppl_dgm.nn import TimeConditionedMLP, UNet
 from ppl_dgm.sde import VPSDE, ode_log_likelihood, probability_flow_field, sample_reverse_sde, score_fn, score_sde_loss
-from ppl_dgm.sde.flow import _exact_divergence
+from ppl_dgm.sde.flow import _exact_divergence, _hutchinson_divergence
 
 
-def train_briefly(net, data, sde, steps, batch_size=512, lr=2e-3):
+def train(net, data, sde, steps, batch_size, lr=2e-3, seed=0):
+    """Adam with a cosine learning-rate decay to 0; batches and loss noise from one seeded generator."""
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    generator = torch.Generator().manual_seed(seed)
+    started, losses = time.perf_counter(), []
     for _ in range(steps):
         batch = data[torch.randint(0, data.shape[0], (batch_size,), generator=generator)]
-        loss = score_sde_loss(net, sde, batch)
+        loss = score_sde_loss(net, sde, batch, generator=generator)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+    print(f"trained {type(net).__name__}: {steps} steps in {time.perf_counter() - started:.0f} s, "
+          f"loss over the last 200 steps {np.mean(losses[-200:]):.4f}", flush=True)
     return net.eval().requires_grad_(False)
 
 
@@ -46,30 +61,39 @@ def bare_euler_maruyama(net, sde, x_T, steps, eps, generator):
     return x
 
 
-def scipy_rk45_log_likelihood(net, sde, x, eps, tol, divergence, noise=None, field=None):
-    """Baseline: scipy RK45 on the flat state [x, Δlogp] with torch↔numpy copies each evaluation (score_sde_pytorch)."""
-    from scipy.integrate import solve_ivp
+def hutchinson_skilling(field, noise):
+    """score_sde_pytorch's get_div_fn: ε·∇(Σ f̃·ε) with one vjp, returning (f̃, estimate (B,))."""
 
-    field = field or probability_flow_field(net, sde, eps)
-    shape, batch = x.shape, x.shape[0]
-
-    def reference_divergence(point, t):
+    def divergence(point, t):
         with torch.enable_grad():
             point = point.detach().requires_grad_(True)
             drift = field(point, t)
-            if noise is not None:  # Hutchinson: one backward pass
-                (vjp,) = torch.autograd.grad(drift, point, noise)
-                return drift.detach(), (vjp * noise).reshape(batch, -1).sum(1)
-            total = torch.zeros(batch, dtype=point.dtype)
-            for i in range(point.shape[1]):  # exact: one backward pass per dimension
-                (column,) = torch.autograd.grad(drift[:, i].sum(), point, retain_graph=i < point.shape[1] - 1)
-                total = total + column[:, i]
-            return drift.detach(), total
+            (gradient,) = torch.autograd.grad((drift * noise).sum(), point)
+        return drift.detach(), (gradient * noise).reshape(point.shape[0], -1).sum(1)
+
+    return divergence
+
+
+@torch.no_grad()
+def scipy_rk45_log_likelihood(field, divergence, sde, x, eps, tol, separate_drift):
+    """Baseline: scipy RK45 on the flat float64 state [x, Δlogp], torch↔numpy copies each evaluation.
+
+    ``separate_drift``: the drift from its own forward pass before the divergence's (score_sde_pytorch's
+    ode_func); otherwise the drift that ``divergence(point, t) -> (drift, div)`` computed on the way.
+    Returns log p (B,) float64 nats and scipy's count of evaluations.
+    """
+    from scipy.integrate import solve_ivp
+
+    shape, batch = x.shape, x.shape[0]
 
     def fun(t, state):
-        point = torch.from_numpy(state[: -batch]).reshape(shape).to(x.dtype)
+        point = torch.from_numpy(state[:-batch]).reshape(shape).to(x.dtype)
         time = torch.tensor(t, dtype=torch.float64)
-        drift, div = divergence(point, time) if divergence is not None else reference_divergence(point, time)
+        if separate_drift:
+            drift = field(point, time)
+            _, div = divergence(point, time)
+        else:
+            drift, div = divergence(point, time)
         return np.concatenate([drift.reshape(-1).double().numpy(), div.double().numpy()])
 
     start = np.concatenate([x.reshape(-1).double().numpy(), np.zeros(batch)])
@@ -90,67 +114,98 @@ def interleaved(functions: dict, repeats: int):
     return results, {name: min(values) for name, values in times.items()}
 
 
+def likelihood_rows(case, ours, results, seconds, to_value, unit, labels, converged=None):
+    """One table row per baseline: times, NFE of both, |Δ| of the mean figure and the largest per-example |Δ| in nats.
+
+    With a ``converged`` log-likelihood (ours at rtol = atol = 1e-8), one more row gives each solver's error against it.
+    """
+    rows = []
+    if converged is not None:
+        truth = to_value(converged)
+        errors = {"ours": to_value(ours.log_likelihood) - truth, **{key: to_value(results[key][0]) - truth for key in labels}}
+        rows.append((case, "error of the mean vs rtol = atol = 1e-8", math.nan, math.nan, "", "",
+                     ", ".join(f"{key} {error:+.1e}" for key, error in errors.items()), "", ""))
+    for key, label in labels.items():
+        baseline, nfe = results[key]
+        mean_difference = abs(to_value(ours.log_likelihood) - to_value(baseline))
+        worst = float((ours.log_likelihood - baseline).abs().max())
+        per_nfe = f"{1e3 * seconds[key] / nfe:.1f} / {1e3 * seconds['ours'] / ours.nfe:.1f}"
+        rows.append((case, label, seconds[key], seconds["ours"], f"{nfe} / {ours.nfe}", per_nfe, f"{mean_difference:.1e} {unit}",
+                     f"{worst:.1e} nats", f"{to_value(ours.log_likelihood):.4f} {unit}"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--converged", action="store_true", help="also solve at rtol = atol = 1e-8 and print each solver's error (+3 minutes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sde = VPSDE()
     data = toy2d("checkerboard", 20000, torch.Generator().manual_seed(0))
-    net = train_briefly(TimeConditionedMLP(2, hidden=(128, 128, 128)), data, sde, steps=300, batch_size=256)
+    net = train(TimeConditionedMLP(2, hidden=(128, 128, 128)), data, sde, steps=2000, batch_size=512)
+    unet = UNet(1, 16, (1, 2), 1, (), 0.0, groups=8, image_size=8)
+    digits = load_dataset("digits", "train").tensors[0] * 2 - 1
+    unet = train(unet, digits, sde, steps=1500, batch_size=128)
     rows = []
 
-    # (a) reverse SDE: torchsde Euler vs a bare loop, 500 steps, 10,000 points
+    # (a) reverse SDE: torchsde Euler vs a bare loop, 200 steps, 10,000 points
     steps, eps = 200, 1e-3
     x_T = torch.randn(10000, 2, generator=torch.Generator().manual_seed(1))
     _, seconds = interleaved({
         "bare": lambda: bare_euler_maruyama(net, sde, x_T, steps, eps, torch.Generator().manual_seed(2)),
         "torchsde": lambda: sample_reverse_sde(net, sde, x_T.shape, steps=steps, eps=eps, x_T=x_T, generator=torch.Generator().manual_seed(2)),
     }, args.repeats)
-    rows.append(("(a) reverse SDE, Euler, 200 steps, 10k 2-D", "bare Euler–Maruyama loop", seconds["bare"], seconds["torchsde"], "", "", ""))
+    rows.append(("(a) reverse SDE, Euler, 200 steps, 10k 2-D", "bare Euler–Maruyama loop", seconds["bare"], seconds["torchsde"], "", "", "", "", ""))
 
-    # (b) ODE likelihood, 2-D, exact divergence
+    # (b) ODE NLL, 1,000 2-D points, exact divergence
     tol, eps = 1e-5, 1e-5
     x = toy2d("checkerboard", 1000, torch.Generator().manual_seed(3))
     field = probability_flow_field(net, sde, eps)
+    exact = lambda point, t: _exact_divergence(field, point, t)  # noqa: E731
     results, seconds = interleaved({
-        "scipy": lambda: scipy_rk45_log_likelihood(net, sde, x, eps, tol, None),
-        
-        "torchdiffeq": lambda: ode_log_likelihood(net, sde, x, eps=eps, rtol=tol, atol=tol, divergence="exact"),
+        "score_sde": lambda: scipy_rk45_log_likelihood(field, exact, sde, x, eps, tol, separate_drift=True),
+        "shared": lambda: scipy_rk45_log_likelihood(field, exact, sde, x, eps, tol, separate_drift=False),
+        "ours": lambda: ode_log_likelihood(net, sde, x, eps=eps, rtol=tol, atol=tol, divergence="exact"),
     }, args.repeats)
-    ours = results["torchdiffeq"]
-    for key, label in (("scipy", "scipy RK45 + host copies"),):
-        baseline, nfe = results[key]
-        difference = float((ours.log_likelihood - baseline).abs().max())
-        rows.append(("(b) ODE NLL, 1,000 2-D, exact div", label, seconds[key], seconds["torchdiffeq"], f"{nfe} vs {ours.nfe}",
-                     f"{difference:.1e} nats", f"{-float(ours.log_likelihood.mean()):.4f} nats"))
+    converged = ode_log_likelihood(net, sde, x, eps=eps, rtol=1e-8, atol=1e-8, divergence="exact").log_likelihood if args.converged else None
+    rows += likelihood_rows("(b) ODE NLL, 1,000 2-D, exact divergence", results["ours"], results, seconds,
+                            lambda log_likelihood: -float(log_likelihood.mean()), "nats",
+                            {"score_sde": "scipy RK45 + copies, score_sde (2 passes)", "shared": "scipy RK45 + copies, shared pass"}, converged)
 
-    # (b') ODE bits/dim on 8x8 digits, Hutchinson, the same Rademacher vector for both
-    images = load_dataset("digits", "test").tensors[0][:64]
-    unet = UNet(1, 16, (1, 2), 1, (), 0.0, groups=8, image_size=8)
-    digits = load_dataset("digits", "train").tensors[0] * 2 - 1
-    unet = train_briefly(unet, digits, sde, steps=60, batch_size=128)
-    x = images * 2 - 1
-    noise = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(4)).float() * 2 - 1
+    # (b') ODE bits/dim, 64 held-out 8x8 digits (not dequantized), Hutchinson with the same Rademacher vector
+    x = load_dataset("digits", "test").tensors[0][:64] * 2 - 1
+    noise = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(4)).to(x.dtype) * 2 - 1  # = ode_log_likelihood's draw
+    field = probability_flow_field(unet, sde, eps)
     dims = x[0].numel()
 
     def to_bits(log_likelihood):
         return float(((-log_likelihood - dims * math.log(2.0)) / dims + math.log(256.0)).mean() / math.log(2.0))
 
     results, seconds = interleaved({
-        "scipy": lambda: scipy_rk45_log_likelihood(unet, sde, x, eps, tol, None, noise=noise),
-        "torchdiffeq": lambda: ode_log_likelihood(unet, sde, x, eps=eps, rtol=tol, atol=tol, divergence="hutchinson",
-                                                  generator=torch.Generator().manual_seed(4)),
+        "score_sde": lambda: scipy_rk45_log_likelihood(field, hutchinson_skilling(field, noise), sde, x, eps, tol, separate_drift=True),
+        "shared": lambda: scipy_rk45_log_likelihood(field, lambda point, t: _hutchinson_divergence(field, point, t, noise), sde, x, eps, tol,
+                                                    separate_drift=False),
+        "ours": lambda: ode_log_likelihood(unet, sde, x, eps=eps, rtol=tol, atol=tol, divergence="hutchinson",
+                                           generator=torch.Generator().manual_seed(4)),
     }, args.repeats)
-    ours, (baseline, nfe) = results["torchdiffeq"], results["scipy"]
-    rows.append(("(b) ODE bits/dim, 64 digits 8x8, Hutchinson", "scipy RK45 + host copies", seconds["scipy"], seconds["torchdiffeq"],
-                 f"{nfe} vs {ours.nfe}", f"{abs(to_bits(ours.log_likelihood) - to_bits(baseline)):.1e} bits/dim", f"{to_bits(ours.log_likelihood):.3f} bits/dim"))
+    converged = ode_log_likelihood(unet, sde, x, eps=eps, rtol=1e-8, atol=1e-8, divergence="hutchinson",
+                                   generator=torch.Generator().manual_seed(4)).log_likelihood if args.converged else None
+    rows += likelihood_rows("(b) ODE bits/dim, 64 digits 8x8, Hutchinson", results["ours"], results, seconds, to_bits, "bits/dim",
+                            {"score_sde": "scipy RK45 + copies, score_sde (2 passes)", "shared": "scipy RK45 + copies, shared pass"}, converged)
 
-    print(f"{'case':46s} {'baseline':48s} {'base s':>8s} {'ours s':>8s} {'ratio':>6s}  {'NFE base vs ours':>16s}  {'|Δ|':>16s}  value")
-    for case, baseline, base_s, ours_s, nfe, diff, value in rows:
-        print(f"{case:46s} {baseline:48s} {base_s:8.3f} {ours_s:8.3f} {ours_s / base_s:5.2f}x  {nfe:>16s}  {diff:>16s}  {value}")
+    print(f"\nrtol = atol = {tol:g}, [eps, T] = [{eps:g}, 1], {args.threads} thread(s); best of {args.repeats} after a warm-up; "
+          "ratio = ours / baseline; |Δ| of the mean figure and the largest per-example |Δ log p|")
+    print(f"{'case':45s} {'baseline':42s} {'base s':>7s} {'ours s':>7s} {'ratio':>6s} {'NFE base/ours':>14s} {'ms/NFE b/o':>11s} "
+          f"{'|Δ mean|':>17s} {'max |Δ|':>12s}  ours")
+    for case, baseline, base_s, ours_s, nfe, per_nfe, difference, worst, value in rows:
+        if math.isnan(base_s):  # the accuracy row of --converged
+            print(f"{case:45s} {baseline:42s} {difference}")
+            continue
+        print(f"{case:45s} {baseline:42s} {base_s:7.2f} {ours_s:7.2f} {ours_s / base_s:5.2f}x {nfe:>14s} {per_nfe:>11s} {difference:>17s} "
+              f"{worst:>12s}  {value}")
 
 
 if __name__ == "__main__":
