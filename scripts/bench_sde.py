@@ -139,30 +139,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the bench networks' training and every draw (seed + k)")
     parser.add_argument("--converged", action="store_true", help="also solve at rtol = atol = 1e-8 and print each solver's error (+3 minutes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     sde = VPSDE()
-    data = toy2d("checkerboard", 20000, torch.Generator().manual_seed(0))
-    net = train(TimeConditionedMLP(2, hidden=(128, 128, 128)), data, sde, steps=2000, batch_size=512)
+    data = toy2d("checkerboard", 20000, torch.Generator().manual_seed(args.seed + 0))
+    net = train(TimeConditionedMLP(2, hidden=(128, 128, 128)), data, sde, steps=2000, batch_size=512, seed=args.seed)
     unet = UNet(1, 16, (1, 2), 1, (), 0.0, groups=8, image_size=8)
     digits = load_dataset("digits", "train").tensors[0] * 2 - 1
-    unet = train(unet, digits, sde, steps=1500, batch_size=128)
+    unet = train(unet, digits, sde, steps=1500, batch_size=128, seed=args.seed)
     rows = []
 
     # (a) reverse SDE: torchsde Euler vs a bare loop, 200 steps, 10,000 points
     steps, eps = 200, 1e-3
-    x_T = torch.randn(10000, 2, generator=torch.Generator().manual_seed(1))
+    x_T = torch.randn(10000, 2, generator=torch.Generator().manual_seed(args.seed + 1))
     _, seconds = interleaved({
-        "bare": lambda: bare_euler_maruyama(net, sde, x_T, steps, eps, torch.Generator().manual_seed(2)),
-        "torchsde": lambda: sample_reverse_sde(net, sde, x_T.shape, steps=steps, eps=eps, x_T=x_T, generator=torch.Generator().manual_seed(2)),
+        "bare": lambda: bare_euler_maruyama(net, sde, x_T, steps, eps, torch.Generator().manual_seed(args.seed + 2)),
+        "torchsde": lambda: sample_reverse_sde(net, sde, x_T.shape, steps=steps, eps=eps, x_T=x_T, generator=torch.Generator().manual_seed(args.seed + 2)),
     }, args.repeats)
     rows.append(("(a) reverse SDE, Euler, 200 steps, 10k 2-D", "bare Euler–Maruyama loop", seconds["bare"], seconds["torchsde"], "", "", "", "", ""))
 
     # (b) ODE NLL, 1,000 2-D points, exact divergence
     tol, eps = 1e-5, 1e-5
-    x = toy2d("checkerboard", 1000, torch.Generator().manual_seed(3))
+    x = toy2d("checkerboard", 1000, torch.Generator().manual_seed(args.seed + 3))
     field = probability_flow_field(net, sde, eps)
     exact = lambda point, t: _exact_divergence(field, point, t)  # noqa: E731
     results, seconds = interleaved({
@@ -177,7 +178,7 @@ def main() -> None:
 
     # (b') ODE bits/dim, 64 held-out 8x8 digits (not dequantized), Hutchinson with the same Rademacher vector
     x = load_dataset("digits", "test").tensors[0][:64] * 2 - 1
-    noise = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(4)).to(x.dtype) * 2 - 1  # = ode_log_likelihood's draw
+    noise = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(args.seed + 4)).to(x.dtype) * 2 - 1  # = ode_log_likelihood's draw
     field = probability_flow_field(unet, sde, eps)
     dims = x[0].numel()
 
@@ -189,10 +190,10 @@ def main() -> None:
         "shared": lambda: scipy_rk45_log_likelihood(field, lambda point, t: _hutchinson_divergence(field, point, t, noise), sde, x, eps, tol,
                                                     separate_drift=False),
         "ours": lambda: ode_log_likelihood(unet, sde, x, eps=eps, rtol=tol, atol=tol, divergence="hutchinson",
-                                           generator=torch.Generator().manual_seed(4)),
+                                           generator=torch.Generator().manual_seed(args.seed + 4)),
     }, args.repeats)
     converged = ode_log_likelihood(unet, sde, x, eps=eps, rtol=1e-8, atol=1e-8, divergence="hutchinson",
-                                   generator=torch.Generator().manual_seed(4)).log_likelihood if args.converged else None
+                                   generator=torch.Generator().manual_seed(args.seed + 4)).log_likelihood if args.converged else None
     rows += likelihood_rows("(b) ODE bits/dim, 64 digits 8x8, Hutchinson", results["ours"], results, seconds, to_bits, "bits/dim",
                             {"score_sde": "scipy RK45 + copies, score_sde (2 passes)", "shared": "scipy RK45 + copies, shared pass"}, converged)
 
