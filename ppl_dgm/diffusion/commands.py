@@ -42,6 +42,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     parser.add_argument("--eval-images", type=int, default=0, help="bits/dim on this many test images after training")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default=None, choices=("bf16",), help="bf16 autocast for the training loss (weights stay float32)")
     parser.add_argument("--distributed", action="store_true", help="data-parallel under torchrun (DDP; --batch-size per process)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(handler=_train)
@@ -122,7 +123,7 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = Path(args.runs_dir) / (args.name or f"ddpm_{config.dataset}")
     with distributed_session(args.distributed, args.device) as device:
         result = train_ddpm(config, run_dir, device=device, resume=args.resume, progress=not args.no_progress,
-                            max_steps=args.max_steps, eval_images=args.eval_images)
+                            max_steps=args.max_steps, eval_images=args.eval_images, amp=args.amp)
         RunDir(run_dir).write_results(result)
         if not is_main_process():
             return 0

@@ -185,8 +185,10 @@ def train_ddpm(
     progress: bool = True,
     max_steps: int | None = None,
     eval_images: int = 0,
+    amp: str | None = None,
 ) -> dict[str, Any]:
-    """Train an ε-network with L_simple into ``run_dir`` (config, metrics, checkpoint, samples.png per epoch)."""
+    """Train an ε-network with L_simple into ``run_dir`` (config, metrics, checkpoint, samples.png per epoch);
+    ``amp="bf16"`` trains under bf16 autocast (a runtime option, not part of the config)."""
     run = RunDir(run_dir)
     run.start(config.as_json(), resume)
     device = resolve_device(device)
@@ -231,6 +233,7 @@ def train_ddpm(
         progress=progress,
         on_epoch_end=write_samples,
         description=f"ddpm {config.dataset}",
+        amp=amp,
     )
     seconds = time.perf_counter() - started
     steps = history.records[-1]["step"] if history.records else 0

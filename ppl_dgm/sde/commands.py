@@ -33,6 +33,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser, model: str) -> None
     parser.add_argument("--resume", action="store_true", help="continue exactly from runs/<name>/checkpoint.pt")
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", default=None, choices=("bf16",), help="bf16 autocast for the training loss (weights stay float32)")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(handler=_train, model=model)
 
@@ -70,7 +71,8 @@ def _train(args: argparse.Namespace) -> int:
     values = {f.name: getattr(args, f.name) for f in fields(ScoreConfig) if hasattr(args, f.name)}
     config = ScoreConfig(**values)
     run_dir = Path(args.runs_dir) / (args.name or f"{config.model}_{config.dataset}")
-    result = train_score(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
+    result = train_score(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps,
+                         amp=args.amp)
     (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0

@@ -156,8 +156,9 @@ def evaluate_score_run(net: nn.Module, config: ScoreConfig, num_examples: int = 
 
 
 def train_score(config: ScoreConfig, run_dir: str | os.PathLike, *, device: str | torch.device = "auto", resume: bool = False,
-                progress: bool = True, max_steps: int | None = None) -> dict[str, Any]:
-    """Train into ``run_dir`` (config.json, metrics.jsonl, checkpoint.pt with EMA, samples.png) with exact resume."""
+                progress: bool = True, max_steps: int | None = None, amp: str | None = None) -> dict[str, Any]:
+    """Train into ``run_dir`` (config.json, metrics.jsonl, checkpoint.pt with EMA, samples.png) with exact resume;
+    ``amp="bf16"`` trains under bf16 autocast."""
     run = RunDir(run_dir)
     run.start(config.as_json(), resume)
     device = resolve_device(device)
@@ -180,7 +181,7 @@ def train_score(config: ScoreConfig, run_dir: str | os.PathLike, *, device: str 
                   optim=lambda p: torch.optim.Adam(p, lr=config.lr), device=device, val_data=(_data(config, "test"),),
                   checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path, ema_decay=config.ema_decay,
                   max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples,
-                  description=f"{config.model} {config.sde} {config.dataset}")
+                  description=f"{config.model} {config.sde} {config.dataset}", amp=amp)
     result: dict[str, Any] = {"epochs_done": len(history), "train_seconds": time.perf_counter() - started, "device": str(device)}
     if history.records:
         result.update(steps=history.records[-1]["step"], train_loss=history.loss[-1], val_loss=history.val_loss[-1])

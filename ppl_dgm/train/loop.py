@@ -152,6 +152,7 @@ def fit(
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     description: str = "train",
+    amp: str | None = None,
 ) -> History:
     """Minimize ``loss_fn(batch)`` (a scalar, mean per example) over the parameters of ``module``.
 
@@ -163,13 +164,17 @@ def fit(
     stops early (after a checkpoint) once that many optimizer steps have been taken. Inside a
     torch.distributed process group (torchrun), each process takes its ``DistributedSampler`` share
     of every epoch, gradients are averaged by ``DistributedDataParallel``, and only rank 0 writes
-    checkpoints, metrics and calls ``on_epoch_end``; ``batch_size`` is per process.
+    checkpoints, metrics and calls ``on_epoch_end``; ``batch_size`` is per process. ``amp="bf16"`` runs
+    the training loss under ``torch.autocast(dtype=torch.bfloat16)`` (weights, gradients and the
+    optimizer stay float32; bf16 needs no loss scaling).
     """
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     if max_steps is not None:
         check_positive_int("max_steps", max_steps)
     check_positive_int("log_every", log_every)
+    if amp not in (None, "bf16"):
+        raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
     rank, world_size = rank_and_world_size()
@@ -179,6 +184,7 @@ def fit(
     val_tensors = None if val_data is None else tuple(t.to(device) for t in as_tensors(val_data, "val_data"))
     val_loss_fn = val_loss_fn or loss_fn
     module.to(device)
+    autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
     parameters = [p for p in module.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError(f"module {type(module).__name__} has no trainable parameters")
@@ -268,7 +274,8 @@ def fit(
             for batch in iterate_minibatches(tensors, batch_size, order, start=start_batch):
                 if transform is not None:
                     batch = transform(batch)
-                loss = train_loss(batch)
+                with autocast():
+                    loss = train_loss(batch).float()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if grad_clip is not None:

@@ -95,3 +95,24 @@ def test_fit_rejects_bad_arguments():
         fit(model, mse(model), (data[0], data[1][:5]), epochs=1, batch_size=4, progress=False)
     with pytest.raises(TypeError, match="data must be a TensorDataset"):
         fit(model, mse(model), [1, 2, 3], epochs=1, batch_size=4, progress=False)
+
+
+def test_bf16_autocast_trains_in_bf16_and_keeps_float32_weights():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    x = torch.randn(256, 4)
+    y = x.sum(1, keepdim=True)
+    seen = []
+
+    def loss_fn(batch):
+        prediction = net(batch[0])
+        seen.append(prediction.dtype)
+        return (prediction.float() - batch[1]).pow(2).mean()
+
+    history = fit(net, loss_fn, (x, y), epochs=20, batch_size=64, device="cpu", progress=False, amp="bf16",
+                  optim=lambda p: torch.optim.Adam(p, lr=1e-2))
+    assert set(seen) == {torch.bfloat16}  # the matmuls ran under autocast
+    assert all(p.dtype == torch.float32 for p in net.parameters())
+    assert history.loss[-1] < 0.1 * history.loss[0]
+    with pytest.raises(ValueError, match="amp must be None or 'bf16', got 'fp16'"):
+        fit(net, loss_fn, (x, y), epochs=1, batch_size=64, device="cpu", progress=False, amp="fp16")
