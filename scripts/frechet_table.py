@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from ppl_dgm.data import load_dataset
+from ppl_dgm.data import image_shape, load_dataset
 from ppl_dgm.metrics.frechet import feature_classifier, sample_quality
 
 DDPM_SAMPLERS = (("ancestral", None), ("ddim", 100), ("ddim", 50))
@@ -27,12 +27,6 @@ DDPM_SAMPLERS = (("ancestral", None), ("ddim", 100), ("ddim", 50))
 SCORE_SAMPLERS = (("reverse-sde", 250), ("pc", 100), ("ode", None))  # PC: 2 network calls per step
 LABELS = {"ancestral": "ancestral, all T steps", "ddim": "DDIM {} steps", "reverse-sde": "reverse SDE (torchsde EM) {} steps",
           "pc": "PC (reverse diffusion + Langevin) {} steps", "ode": "probability-flow ODE (dopri5)"}
-
-
-def config_image_shape(config) -> tuple[int, int, int]:
-    from ppl_dgm.data import image_shape
-
-    return image_shape(config.dataset)
 
 
 def ddpm_samples(run: Path, sampler: str, steps: int | None, num_samples: int, seed: int, device: str, batch_size: int) -> tuple[torch.Tensor, float]:
@@ -54,7 +48,7 @@ def ddpm_samples(run: Path, sampler: str, steps: int | None, num_samples: int, s
         if sampler in ("ancestral", "ddim"):
             images, _ = sample_run(net, config, size, sampler=sampler, steps=steps, generator=generator, progress=True)
         else:
-            shape, sde = (size, *config_image_shape(config)), VPSDE(0.1, 20.0)
+            shape, sde = (size, *image_shape(config.dataset)), VPSDE(0.1, 20.0)
             if sampler == "reverse-sde":
                 x = sample_reverse_sde(net, sde, shape, steps=steps, generator=generator, progress=True)
             elif sampler == "pc":
