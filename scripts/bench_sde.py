@@ -15,6 +15,7 @@
 
     python scripts/bench_sde.py                # 5 minutes on a quiet core, 9-11 with a training job beside it
     python scripts/bench_sde.py --converged    # + each solver's error against rtol = atol = 1e-8
+    python scripts/bench_sde.py --tol 1e-5 1e-6   # the (b) rows at each common tolerance
 """
 import argparse
 import math
@@ -140,6 +141,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0, help="seeds the bench networks' training and every draw (seed + k)")
+    parser.add_argument("--tol", type=float, nargs="+", default=[1e-5],
+                        help="rtol = atol of both likelihood solvers; several give one pair of (b) rows each (default 1e-5, the issue's)")
     parser.add_argument("--converged", action="store_true", help="also solve at rtol = atol = 1e-8 and print each solver's error (+3 minutes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -161,51 +164,55 @@ def main() -> None:
     }, args.repeats)
     rows.append(("(a) reverse SDE, Euler, 200 steps, 10k 2-D", "bare Euler–Maruyama loop", seconds["bare"], seconds["torchsde"], "", "", "", "", ""))
 
-    # (b) ODE NLL, 1,000 2-D points, exact divergence
-    tol, eps = 1e-5, 1e-5
-    x = toy2d("checkerboard", 1000, torch.Generator().manual_seed(args.seed + 3))
-    field = probability_flow_field(net, sde, eps)
-    exact = lambda point, t: _exact_divergence(field, point, t)  # noqa: E731
-    results, seconds = interleaved({
-        "score_sde": lambda: scipy_rk45_log_likelihood(field, exact, sde, x, eps, tol, separate_drift=True),
-        "shared": lambda: scipy_rk45_log_likelihood(field, exact, sde, x, eps, tol, separate_drift=False),
-        "ours": lambda: ode_log_likelihood(net, sde, x, eps=eps, rtol=tol, atol=tol, divergence="exact"),
-    }, args.repeats)
-    converged = ode_log_likelihood(net, sde, x, eps=eps, rtol=1e-8, atol=1e-8, divergence="exact").log_likelihood if args.converged else None
-    rows += likelihood_rows("(b) ODE NLL, 1,000 2-D, exact divergence", results["ours"], results, seconds,
-                            lambda log_likelihood: -float(log_likelihood.mean()), "nats",
-                            {"score_sde": "scipy RK45 + copies, score_sde (2 passes)", "shared": "scipy RK45 + copies, shared pass"}, converged)
+    eps, converged_2d, converged_digits = 1e-5, None, None
+    for tol in args.tol:  # rtol = atol, the same for both solvers
+        # (b) ODE NLL, 1,000 2-D points, exact divergence
+        x = toy2d("checkerboard", 1000, torch.Generator().manual_seed(args.seed + 3))
+        field = probability_flow_field(net, sde, eps)
+        exact = lambda point, t: _exact_divergence(field, point, t)  # noqa: E731
+        results, seconds = interleaved({
+            "score_sde": lambda: scipy_rk45_log_likelihood(field, exact, sde, x, eps, tol, separate_drift=True),
+            "shared": lambda: scipy_rk45_log_likelihood(field, exact, sde, x, eps, tol, separate_drift=False),
+            "ours": lambda: ode_log_likelihood(net, sde, x, eps=eps, rtol=tol, atol=tol, divergence="exact"),
+        }, args.repeats)
+        if args.converged and converged_2d is None:
+            converged_2d = ode_log_likelihood(net, sde, x, eps=eps, rtol=1e-8, atol=1e-8, divergence="exact").log_likelihood
+        rows += likelihood_rows(f"(b) ODE NLL, 1,000 2-D, exact, tol {tol:g}", results["ours"], results, seconds,
+                                lambda log_likelihood: -float(log_likelihood.mean()), "nats",
+                                {"score_sde": "scipy RK45 + copies, score_sde (2 passes)", "shared": "scipy RK45 + copies, shared pass"}, converged_2d)
 
-    # (b') ODE bits/dim, 64 held-out 8x8 digits (not dequantized), Hutchinson with the same Rademacher vector
-    x = load_dataset("digits", "test").tensors[0][:64] * 2 - 1
-    noise = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(args.seed + 4)).to(x.dtype) * 2 - 1  # = ode_log_likelihood's draw
-    field = probability_flow_field(unet, sde, eps)
-    dims = x[0].numel()
+        # (b') ODE bits/dim, 64 held-out 8x8 digits (not dequantized), Hutchinson with the same Rademacher vector
+        x = load_dataset("digits", "test").tensors[0][:64] * 2 - 1
+        noise = torch.randint(0, 2, x.shape, generator=torch.Generator().manual_seed(args.seed + 4)).to(x.dtype) * 2 - 1  # = ode_log_likelihood's draw
+        field = probability_flow_field(unet, sde, eps)
+        dims = x[0].numel()
 
-    def to_bits(log_likelihood):
-        return float(((-log_likelihood - dims * math.log(2.0)) / dims + math.log(256.0)).mean() / math.log(2.0))
+        def to_bits(log_likelihood):
+            return float(((-log_likelihood - dims * math.log(2.0)) / dims + math.log(256.0)).mean() / math.log(2.0))
 
-    results, seconds = interleaved({
-        "score_sde": lambda: scipy_rk45_log_likelihood(field, hutchinson_skilling(field, noise), sde, x, eps, tol, separate_drift=True),
-        "shared": lambda: scipy_rk45_log_likelihood(field, lambda point, t: _hutchinson_divergence(field, point, t, noise), sde, x, eps, tol,
-                                                    separate_drift=False),
-        "ours": lambda: ode_log_likelihood(unet, sde, x, eps=eps, rtol=tol, atol=tol, divergence="hutchinson",
-                                           generator=torch.Generator().manual_seed(args.seed + 4)),
-    }, args.repeats)
-    converged = ode_log_likelihood(unet, sde, x, eps=eps, rtol=1e-8, atol=1e-8, divergence="hutchinson",
-                                   generator=torch.Generator().manual_seed(args.seed + 4)).log_likelihood if args.converged else None
-    rows += likelihood_rows("(b) ODE bits/dim, 64 digits 8x8, Hutchinson", results["ours"], results, seconds, to_bits, "bits/dim",
-                            {"score_sde": "scipy RK45 + copies, score_sde (2 passes)", "shared": "scipy RK45 + copies, shared pass"}, converged)
+        results, seconds = interleaved({
+            "score_sde": lambda: scipy_rk45_log_likelihood(field, hutchinson_skilling(field, noise), sde, x, eps, tol, separate_drift=True),
+            "shared": lambda: scipy_rk45_log_likelihood(field, lambda point, t: _hutchinson_divergence(field, point, t, noise), sde, x, eps, tol,
+                                                        separate_drift=False),
+            "ours": lambda: ode_log_likelihood(unet, sde, x, eps=eps, rtol=tol, atol=tol, divergence="hutchinson",
+                                               generator=torch.Generator().manual_seed(args.seed + 4)),
+        }, args.repeats)
+        if args.converged and converged_digits is None:
+            converged_digits = ode_log_likelihood(unet, sde, x, eps=eps, rtol=1e-8, atol=1e-8, divergence="hutchinson",
+                                                  generator=torch.Generator().manual_seed(args.seed + 4)).log_likelihood
+        rows += likelihood_rows(f"(b) ODE bits/dim, 64 digits 8x8, Hutch., tol {tol:g}", results["ours"], results, seconds, to_bits, "bits/dim",
+                                {"score_sde": "scipy RK45 + copies, score_sde (2 passes)", "shared": "scipy RK45 + copies, shared pass"},
+                                converged_digits)
 
-    print(f"\nrtol = atol = {tol:g}, [eps, T] = [{eps:g}, 1], {args.threads} thread(s); best of {args.repeats} after a warm-up; "
+    print(f"\nrtol = atol = tol, [eps, T] = [{eps:g}, 1], {args.threads} thread(s); best of {args.repeats} after a warm-up; "
           "ratio = ours / baseline; |Δ| of the mean figure and the largest per-example |Δ log p|")
-    print(f"{'case':45s} {'baseline':42s} {'base s':>7s} {'ours s':>7s} {'ratio':>6s} {'NFE base/ours':>14s} {'ms/NFE b/o':>11s} "
+    print(f"{'case':52s} {'baseline':42s} {'base s':>7s} {'ours s':>7s} {'ratio':>6s} {'NFE base/ours':>14s} {'ms/NFE b/o':>11s} "
           f"{'|Δ mean|':>17s} {'max |Δ|':>12s}  ours")
     for case, baseline, base_s, ours_s, nfe, per_nfe, difference, worst, value in rows:
         if math.isnan(base_s):  # the accuracy row of --converged
-            print(f"{case:45s} {baseline:42s} {difference}")
+            print(f"{case:52s} {baseline:42s} {difference}")
             continue
-        print(f"{case:45s} {baseline:42s} {base_s:7.2f} {ours_s:7.2f} {ours_s / base_s:5.2f}x {nfe:>14s} {per_nfe:>11s} {difference:>17s} "
+        print(f"{case:52s} {baseline:42s} {base_s:7.2f} {ours_s:7.2f} {ours_s / base_s:5.2f}x {nfe:>14s} {per_nfe:>11s} {difference:>17s} "
               f"{worst:>12s}  {value}")
 
 

@@ -1,4 +1,4 @@
-"""FD and KID against mnist5k's test split for trained GAN and DDPM runs, with real digits as the floor.
+"""FD and KID against mnist5k's test split for trained GAN, DDPM and NCSN runs, with real digits as the floor.
 
 GAN runs give ``--num-samples`` samples each. A DDPM run (``--ddpm RUN``) is sampled by ancestral sampling
 over all T steps (Ho et al. 2020, Alg. 2) and by DDIM with 100 and 50 steps (Song, Meng & Ermon 2021,
@@ -9,6 +9,7 @@ sample count gets its own data-vs-data floor (N real training digits against the
 
     python scripts/frechet_table.py runs/dcgan_non_saturating_mnist5k runs/cgan_non_saturating_mnist5k --num-samples 1000
     python scripts/frechet_table.py --ddpm runs/ddpm_mnist5k_40ep --ddpm-samples 250 --score-samplers
+    python scripts/frechet_table.py --ncsn runs/ncsn_mnist5k --ddpm-samples 250
 """
 import argparse
 import json
@@ -29,39 +30,54 @@ LABELS = {"ancestral": "ancestral, all T steps", "ddim": "DDIM {} steps", "rever
           "pc": "PC (reverse diffusion + Langevin) {} steps", "ode": "probability-flow ODE (dopri5)"}
 
 
-def ddpm_samples(run: Path, sampler: str, steps: int | None, num_samples: int, seed: int, device: str, batch_size: int) -> tuple[torch.Tensor, float]:
-    """Images in [0, 1] of a DDPM run's EMA network (cached), and the seconds sampling took (0 when cached)."""
-    from ppl_dgm.diffusion.experiment import load_ddpm_run, sample_run
-
-    name = f"{sampler}{steps or ''}"
+def cached_samples(run: Path, name: str, num_samples: int, seed: int, device: str, batch_size: int, draw) -> tuple[torch.Tensor, float]:
+    """Images in [0, 1] from ``draw(size, generator)`` in batches, cached as ``samples_<name>_<n>_seed<s>.pt`` in the run
+    folder with the first 64 in ``fd_<name>.png``, and the seconds sampling took (0 when cached)."""
     cache = run / f"samples_{name}_{num_samples}_seed{seed}.pt"
     if cache.is_file():
         return torch.load(cache), 0.0
-    from ppl_dgm.diffusion.ddpm import to_image_space
-    from ppl_dgm.sde import VPSDE, sample_ode, sample_pc, sample_reverse_sde
-
-    net, config = load_ddpm_run(run, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
-    started, chunks = time.perf_counter(), []
-    for begin in range(0, num_samples, batch_size):
-        size = min(batch_size, num_samples - begin)
-        if sampler in ("ancestral", "ddim"):
-            images, _ = sample_run(net, config, size, sampler=sampler, steps=steps, generator=generator, progress=True)
-        else:
-            shape, sde = (size, *image_shape(config.dataset)), VPSDE(0.1, 20.0)
-            if sampler == "reverse-sde":
-                x = sample_reverse_sde(net, sde, shape, steps=steps, generator=generator, progress=True)
-            elif sampler == "pc":
-                x = sample_pc(net, sde, shape, steps=steps, generator=generator, progress=True)
-            else:
-                x = sample_ode(net, sde, shape, generator=generator)
-            images = to_image_space(x.clamp(-1, 1))
-        chunks.append(images.cpu())
+    started = time.perf_counter()
+    samples = torch.cat([draw(min(batch_size, num_samples - begin), generator).cpu() for begin in range(0, num_samples, batch_size)])
     seconds = time.perf_counter() - started
-    samples = torch.cat(chunks)
     torch.save(samples, cache)
     save_image(samples[:64], run / f"fd_{name}.png", nrow=8)
     return samples, seconds
+
+
+def ddpm_samples(run: Path, sampler: str, steps: int | None, num_samples: int, seed: int, device: str, batch_size: int) -> tuple[torch.Tensor, float]:
+    """Images in [0, 1] of a DDPM run's EMA network by a DDPM sampler or, read as a VP SDE, a score-SDE sampler."""
+    from ppl_dgm.diffusion.ddpm import to_image_space
+    from ppl_dgm.diffusion.experiment import load_ddpm_run, sample_run
+    from ppl_dgm.sde import VPSDE, sample_ode, sample_pc, sample_reverse_sde
+
+    net, config = load_ddpm_run(run, device=device)
+
+    def draw(size: int, generator: torch.Generator) -> torch.Tensor:
+        if sampler in ("ancestral", "ddim"):
+            return sample_run(net, config, size, sampler=sampler, steps=steps, generator=generator, progress=True)[0]
+        shape, sde = (size, *image_shape(config.dataset)), VPSDE(0.1, 20.0)
+        if sampler == "reverse-sde":
+            x = sample_reverse_sde(net, sde, shape, steps=steps, generator=generator, progress=True)
+        elif sampler == "pc":
+            x = sample_pc(net, sde, shape, steps=steps, generator=generator, progress=True)
+        else:
+            x = sample_ode(net, sde, shape, generator=generator)
+        return to_image_space(x.clamp(-1, 1))
+
+    return cached_samples(run, f"{sampler}{steps or ''}", num_samples, seed, device, batch_size, draw)
+
+
+def ncsn_samples(run: Path, num_samples: int, seed: int, device: str, batch_size: int) -> tuple[torch.Tensor, float]:
+    """Images in [0, 1] of an NCSN run by annealed Langevin with the paper's T = 100 steps per level and denoising."""
+    from ppl_dgm.sde.experiment import load_score_run, sample_score_run
+
+    net, config = load_score_run(run, device=device)
+
+    def draw(size: int, generator: torch.Generator) -> torch.Tensor:
+        return ((sample_score_run(net, config, size, sampler="langevin", generator=generator, progress=True) + 1) / 2).clamp(0, 1)
+
+    return cached_samples(run, "langevin", num_samples, seed, device, batch_size, draw)
 
 
 def main(argv=None) -> int:
@@ -69,7 +85,8 @@ def main(argv=None) -> int:
     parser.add_argument("runs", nargs="*", help="GAN run folders")
     parser.add_argument("--num-samples", type=int, default=1000, help="samples per GAN run")
     parser.add_argument("--ddpm", nargs="*", default=[], help="DDPM run folders (ancestral, DDIM 100, DDIM 50)")
-    parser.add_argument("--ddpm-samples", type=int, default=250, help="samples per DDPM sampler")
+    parser.add_argument("--ncsn", nargs="*", default=[], help="NCSN run folders (annealed Langevin, T = 100 per level)")
+    parser.add_argument("--ddpm-samples", type=int, default=250, help="samples per DDPM sampler and per NCSN run")
     parser.add_argument("--score-samplers", action="store_true",
                         help="also sample the DDPM network by the reverse SDE, PC and the probability-flow ODE")
     parser.add_argument("--batch-size", type=int, default=250, help="DDPM images sampled at once")
@@ -83,7 +100,8 @@ def main(argv=None) -> int:
     print(f"feature classifier: test accuracy {classifier.test_accuracy:.4f} ({classifier.cache_path})")
     train = load_dataset("mnist5k", "train").tensors[0]
     rows = {}
-    sizes = sorted(({args.num_samples} if args.runs or not args.ddpm else set()) | ({args.ddpm_samples} if args.ddpm else set()))
+    diffusion = args.ddpm or args.ncsn
+    sizes = sorted(({args.num_samples} if args.runs or not diffusion else set()) | ({args.ddpm_samples} if diffusion else set()))
     for n in sizes:
         rows[f"floor: {n} real training digits"] = sample_quality(train[:n], classifier=classifier, seed=args.seed)
         noisy = (train[:n] + 0.2 * torch.randn(train[:n].shape, generator=torch.Generator().manual_seed(args.seed))).clamp(0, 1)
@@ -99,6 +117,10 @@ def main(argv=None) -> int:
             samples, seconds = ddpm_samples(run, sampler, steps, args.ddpm_samples, args.seed, args.device, args.batch_size)
             label = f"{run.name} {LABELS[sampler].format(steps)}"
             rows[label] = sample_quality(samples, classifier=classifier, seed=args.seed) | ({"sample_seconds": seconds} if seconds else {})
+    for run in map(Path, args.ncsn):
+        samples, seconds = ncsn_samples(run, args.ddpm_samples, args.seed, args.device, args.batch_size)
+        rows[f"{run.name} annealed Langevin (T = 100 per level, denoised)"] = (
+            sample_quality(samples, classifier=classifier, seed=args.seed) | ({"sample_seconds": seconds} if seconds else {}))
     print(f"{'samples':64} {'N':>5} {'FD':>9} {'KID':>9} {'± std':>8}")
     for name, result in rows.items():
         print(f"{name:64} {result['num_samples']:5d} {result['fd']:9.3f} {result['kid']:9.4f} {result['kid_std']:8.4f}")

@@ -46,8 +46,10 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
 
     parser = sample.add_parser("score-sde", help="samples of a score-sde or ncsn run (PNG grid or scatter)")
     parser.add_argument("run", help="run folder, e.g. runs/score-sde_checkerboard")
-    parser.add_argument("--sampler", default="reverse-sde", choices=SAMPLERS)
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: langevin for ncsn runs, reverse-sde otherwise")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="reverse-sde / pc: solver steps (default 500); langevin: steps per noise level T (default 100)")
+    parser.add_argument("--step-size", type=float, default=None, help="langevin: ε of α_i = ε σ_i²/σ_L² (default: the paper's, scaled to σ_L)")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_<sampler>.png)")
@@ -86,8 +88,10 @@ def _sample(args: argparse.Namespace) -> int:
 
     net, config = load_score_run(args.run, device=args.device)
     generator = torch.Generator(device=next(net.parameters()).device).manual_seed(args.seed)
-    samples = sample_score_run(net, config, args.n, sampler=args.sampler, steps=args.steps, generator=generator, progress=not args.no_progress)
-    out = Path(args.out) if args.out else Path(args.run) / f"samples_{args.sampler}.png"
+    sampler = args.sampler or ("langevin" if config.model == "ncsn" else "reverse-sde")
+    samples = sample_score_run(net, config, args.n, sampler=sampler, steps=args.steps, step_size=args.step_size, generator=generator,
+                               progress=not args.no_progress)
+    out = Path(args.out) if args.out else Path(args.run) / f"samples_{sampler}.png"
     run = RunDir(out.parent)
     _save_samples(run, config, samples, out.name)
     print(f"wrote {out}")

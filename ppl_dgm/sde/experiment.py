@@ -112,27 +112,49 @@ def _save_samples(run: RunDir, config: ScoreConfig, samples: torch.Tensor, name:
     plt.close(figure)
 
 
-def sample_score_run(net: nn.Module, config: ScoreConfig, n: int, *, sampler: str = "reverse-sde", steps: int = 500,
-                     generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
-    """Samples (n, ...) in model space from a run's EMA network; NCSN runs sample by annealed Langevin."""
+LANGEVIN_STEPS_PER_LEVEL = 100  # T in Song & Ermon 2019, §5
+DEFAULT_STEPS = {"reverse-sde": 500, "pc": 500, "langevin": LANGEVIN_STEPS_PER_LEVEL}
+
+
+def langevin_step_size(config: ScoreConfig) -> float:
+    """ε of annealed Langevin for an NCSN run. Images: the paper's ε = 2e-5 at σ_L = 0.01 on [0, 1] data
+    (Song & Ermon 2019, §5), carried to this run's σ_L by keeping α_L/σ_L² = ε/σ_L² = 0.2 (the step at the last
+    level relative to its noise variance), so [−1, 1] data with σ_L = 0.02 get ε = 8e-5. Toy 2-D: 2e-3."""
+    if not config.is_image:
+        return 2e-3
+    return 2e-5 * (config.sigma_min / 0.01) ** 2
+
+
+def sample_score_run(net: nn.Module, config: ScoreConfig, n: int, *, sampler: str | None = None, steps: int | None = None,
+                     step_size: float | None = None, generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+    """Samples (n, ...) in model space from a run's EMA network. ``sampler`` defaults to ``"langevin"`` (annealed
+    Langevin, the only sampler of an NCSN run) for NCSN runs and ``"reverse-sde"`` otherwise.
+
+    ``steps``: solver steps for reverse-sde / pc (default 500); for annealed Langevin the steps per noise level,
+    T (default 100, as the paper); unused by the adaptive ODE. ``step_size``: Langevin's ε (default
+    :func:`langevin_step_size`)."""
     from ppl_dgm.sde import annealed_langevin, sample_ode, sample_pc, sample_reverse_sde
 
+    if sampler is None:
+        sampler = "langevin" if config.model == "ncsn" else "reverse-sde"
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not known; expected one of {SAMPLERS}")
+    if (config.model == "ncsn") != (sampler == "langevin"):
+        raise ValueError(f"sampler='langevin' is the sampler of ncsn runs and only of them; got sampler={sampler!r} "
+                         f"for a {config.model} run")
     shape = (n, *dataset_image_shape(config.dataset)) if config.is_image else (n, 2)
-    if config.model == "ncsn" or sampler == "langevin":
-        if config.model != "ncsn":
-            raise ValueError("sampler='langevin' needs an ncsn run (a noise-conditional score network)")
+    if sampler == "langevin":
         device = next(net.parameters()).device
         low, high = (-1.0, 1.0) if config.is_image else (-4.0, 4.0)  # uniform start over the data range (Alg. 1)
         x_init = low + (high - low) * torch.rand(shape, generator=generator, device=device)
-        return annealed_langevin(net, net.sigmas, shape, steps_per_level=max(1, steps // config.num_scales), x_init=x_init,
-                                 step_size=2e-5 if config.is_image else 2e-3, generator=generator, denoise=True, progress=progress)
+        return annealed_langevin(net, net.sigmas, shape, steps_per_level=LANGEVIN_STEPS_PER_LEVEL if steps is None else steps, x_init=x_init,
+                                 step_size=langevin_step_size(config) if step_size is None else step_size, generator=generator,
+                                 denoise=True, progress=progress)
     sde = build_sde(config)
     if sampler == "reverse-sde":
-        return sample_reverse_sde(net, sde, shape, steps=steps, generator=generator, progress=progress)
+        return sample_reverse_sde(net, sde, shape, steps=DEFAULT_STEPS[sampler] if steps is None else steps, generator=generator, progress=progress)
     if sampler == "pc":
-        return sample_pc(net, sde, shape, steps=steps, generator=generator, progress=progress)
+        return sample_pc(net, sde, shape, steps=DEFAULT_STEPS[sampler] if steps is None else steps, generator=generator, progress=progress)
     return sample_ode(net, sde, shape, generator=generator)
 
 
@@ -173,7 +195,7 @@ def train_score(config: ScoreConfig, run_dir: str | os.PathLike, *, device: str 
     def write_samples(epoch: int, record: dict[str, Any]) -> None:
         if epoch + 1 == config.epochs:
             ema = _ema_of(net, config, run)
-            samples = sample_score_run(ema, config, 64 if config.is_image else 2000, steps=200, generator=torch.Generator(device=device).manual_seed(config.seed))
+            samples = sample_score_run(ema, config, 64 if config.is_image else 2000, steps=None if config.model == "ncsn" else 200, generator=torch.Generator(device=device).manual_seed(config.seed))
             _save_samples(run, config, samples)
 
     started = time.perf_counter()

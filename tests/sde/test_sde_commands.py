@@ -36,6 +36,27 @@ def test_train_and_sample_ncsn_on_digits(tmp_path):
         run(["eval", "score-sde", str(tmp_path / "n"), "--device", "cpu", "--no-progress"])
 
 
+def test_langevin_step_size_keeps_the_papers_last_level_step_to_noise_ratio():
+    from ppl_dgm.sde.experiment import langevin_step_size
+
+    # Song & Ermon 2019, §5: ε = 2e-5 at σ_L = 0.01 on [0, 1] images; [−1, 1] images with σ_L = 0.02 need 4x.
+    assert langevin_step_size(ScoreConfig(model="ncsn", dataset="mnist5k", sigma_min=0.01)) == pytest.approx(2e-5)
+    assert langevin_step_size(ScoreConfig(model="ncsn", dataset="mnist5k", sigma_min=0.02)) == pytest.approx(8e-5)
+
+
+def test_langevin_is_the_sampler_of_ncsn_runs_only():
+    from ppl_dgm.sde.experiment import build_network, sample_score_run
+
+    ncsn = ScoreConfig(model="ncsn", dataset="moons", hidden=(8,), num_scales=3, sigma_max=1.0)
+    net = build_network(ncsn)
+    assert sample_score_run(net, ncsn, 5, steps=2).shape == (5, 2)  # default sampler: annealed Langevin
+    with pytest.raises(ValueError, match="sampler='langevin' is the sampler of ncsn runs.*sampler='pc' for a ncsn run"):
+        sample_score_run(net, ncsn, 5, sampler="pc")
+    score = ScoreConfig(dataset="moons", hidden=(8,))
+    with pytest.raises(ValueError, match="sampler='langevin' for a score-sde run"):
+        sample_score_run(build_network(score), score, 5, sampler="langevin")
+
+
 def test_config_rejects_unknown_names():
     with pytest.raises(ValueError, match="sde='vv' is not known"):
         ScoreConfig(sde="vv")
