@@ -107,7 +107,7 @@ def _save_samples(run: RunDir, config: ScoreConfig, samples: torch.Tensor, name:
     figure, axis = plt.subplots(figsize=(4, 4))
     points = samples.detach().cpu()
     axis.scatter(points[:, 0], points[:, 1], s=1, alpha=0.5)
-    axis.set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), aspect="equal", title=f"{config.model} {config.sde} {config.dataset}")
+    axis.set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), aspect="equal", title=f"{config.model} {config.sde + ' ' if config.model == 'score-sde' else ''}{config.dataset}")
     figure.savefig(run.path / name, dpi=100)
     plt.close(figure)
 
@@ -117,11 +117,9 @@ DEFAULT_STEPS = {"reverse-sde": 500, "pc": 500, "langevin": LANGEVIN_STEPS_PER_L
 
 
 def langevin_step_size(config: ScoreConfig) -> float:
-    """ε of annealed Langevin for an NCSN run. Images: the paper's ε = 2e-5 at σ_L = 0.01 on [0, 1] data
-    (Song & Ermon 2019, §5), carried to this run's σ_L by keeping α_L/σ_L² = ε/σ_L² = 0.2 (the step at the last
-    level relative to its noise variance), so [−1, 1] data with σ_L = 0.02 get ε = 8e-5. Toy 2-D: 2e-3."""
-    if not config.is_image:
-        return 2e-3
+    """ε of annealed Langevin for an NCSN run: the paper's ε = 2e-5 at σ_L = 0.01 (Song & Ermon 2019, §5),
+    carried to this run's σ_L by keeping ε/σ_L² = α_i/σ_i² = 0.2 at every level, so each step moves about
+    0.45 σ_i (e.g. [−1, 1] images with σ_L = 0.02 get ε = 8e-5)."""
     return 2e-5 * (config.sigma_min / 0.01) ** 2
 
 
@@ -203,7 +201,7 @@ def train_score(config: ScoreConfig, run_dir: str | os.PathLike, *, device: str 
                   optim=lambda p: torch.optim.Adam(p, lr=config.lr), device=device, val_data=(_data(config, "test"),),
                   checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path, ema_decay=config.ema_decay,
                   max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples,
-                  description=f"{config.model} {config.sde} {config.dataset}", amp=amp)
+                  description=f"{config.model} {config.sde + ' ' if config.model == 'score-sde' else ''}{config.dataset}", amp=amp)
     result: dict[str, Any] = {"epochs_done": len(history), "train_seconds": time.perf_counter() - started, "device": str(device)}
     if history.records:
         result.update(steps=history.records[-1]["step"], train_loss=history.loss[-1], val_loss=history.val_loss[-1])

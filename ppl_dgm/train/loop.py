@@ -166,7 +166,9 @@ def fit(
     of every epoch, gradients are averaged by ``DistributedDataParallel``, and only rank 0 writes
     checkpoints, metrics and calls ``on_epoch_end``; ``batch_size`` is per process. ``amp="bf16"`` runs
     the training loss under ``torch.autocast(dtype=torch.bfloat16)`` (weights, gradients and the
-    optimizer stay float32; bf16 needs no loss scaling).
+    optimizer stay float32; bf16 needs no loss scaling). ``transform`` is a training-batch augmentation
+    (random binarization, dequantization, ...) applied on device to training batches only, so validation
+    stays deterministic: give ``val_data`` already in the form ``val_loss_fn`` expects.
     """
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)

@@ -42,6 +42,7 @@ def test_langevin_step_size_keeps_the_papers_last_level_step_to_noise_ratio():
     # Song & Ermon 2019, §5: ε = 2e-5 at σ_L = 0.01 on [0, 1] images; [−1, 1] images with σ_L = 0.02 need 4x.
     assert langevin_step_size(ScoreConfig(model="ncsn", dataset="mnist5k", sigma_min=0.01)) == pytest.approx(2e-5)
     assert langevin_step_size(ScoreConfig(model="ncsn", dataset="mnist5k", sigma_min=0.02)) == pytest.approx(8e-5)
+    assert langevin_step_size(ScoreConfig(model="ncsn", dataset="moons", sigma_min=0.05)) == pytest.approx(5e-4)
 
 
 def test_langevin_is_the_sampler_of_ncsn_runs_only():
