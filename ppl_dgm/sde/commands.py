@@ -22,8 +22,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser, model: str) -> None
     parser.add_argument("--channels", type=int, default=defaults.channels, help="U-Net base channels (images)")
     parser.add_argument("--channel-mults", type=int, nargs="+", default=list(defaults.channel_mults))
     parser.add_argument("--num-scales", type=int, default=defaults.num_scales, help="NCSN: number of geometric σ's")
-    parser.add_argument("--sigma-min", type=float, default=defaults.sigma_min)
-    parser.add_argument("--sigma-max", type=float, default=defaults.sigma_max)
+    parser.add_argument("--sigma-min", type=float, default=defaults.sigma_min,
+                        help="NCSN σ_L / VE σ_min (mnist5k on [−1, 1]: 0.02, the paper's 0.01 on [0, 1] data)")
+    parser.add_argument("--sigma-max", type=float, default=defaults.sigma_max,
+                        help="NCSN σ_1 / VE σ_max (mnist5k on [−1, 1]: 2, the paper's 1 on [0, 1] data)")
     for name in ("epochs", "batch_size", "seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--lr", type=float, default=defaults.lr)
