@@ -108,3 +108,18 @@ def test_safety_reaches_the_adaptive_controller_and_fixed_grid_methods_ignore_it
     assert fixed.nfe == 4  # one rk4 step over [eps, T]
     with pytest.raises(ValueError, match=r"safety must be a float in \(0, 1\], got 1.5"):
         ode_log_likelihood(model, sde, x, safety=1.5)
+
+
+def test_ddim_eta0_converges_to_the_probability_flow_ode_map():
+    from ppl_dgm.diffusion.samplers import sample_ddim
+    from ppl_dgm.diffusion.schedules import linear_schedule
+
+    # DDPM's linear schedule is VPSDE(0.1, 20) discretized (Song et al. 2021, App. B), and DDIM with η = 0 is its
+    # probability-flow ODE discretized (Song, Meng & Ermon 2021, sec. 4.3): the same x_T must land at the same x_0.
+    sde = VPSDE(0.1, 20.0)
+    model = GaussianScoreEps(sde, MEAN, COVARIANCE)
+    x_T = torch.randn(2000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ode = sample_ode(model, sde, x_T.shape, x_T=x_T, eps=1e-3)
+    rms = {steps: float((sample_ddim(model, linear_schedule(1000), x_T.shape, steps=steps, x_T=x_T) - ode).pow(2).mean().sqrt())
+           for steps in (100, 1000)}
+    assert rms[1000] < 5e-3 and rms[1000] < rms[100] / 4  # measured 0.0026 and 0.016; the data std is 0.5–0.8
