@@ -90,7 +90,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     net, config = load_score_run(args.run, device=args.device)
     generator = torch.Generator(device=next(net.parameters()).device).manual_seed(args.seed)
-    sampler = args.sampler or ("langevin" if config.model == "ncsn" else "reverse-sde")
+    sampler = args.sampler or config.default_sampler
     samples = sample_score_run(net, config, args.n, sampler=sampler, steps=args.steps, step_size=args.step_size, generator=generator,
                                progress=not args.no_progress)
     out = Path(args.out) if args.out else Path(args.run) / f"samples_{sampler}.png"

@@ -66,6 +66,15 @@ class ScoreConfig:
     def is_image(self) -> bool:
         return self.dataset in IMAGE_DATASETS
 
+    @property
+    def label(self) -> str:
+        """E.g. "score-sde vp checkerboard" or "ncsn mnist5k" (NCSN runs use no SDE)."""
+        return f"{self.model} {self.sde} {self.dataset}" if self.model == "score-sde" else f"{self.model} {self.dataset}"
+
+    @property
+    def default_sampler(self) -> str:
+        return "langevin" if self.model == "ncsn" else "reverse-sde"
+
     def as_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
 
@@ -107,13 +116,12 @@ def _save_samples(run: RunDir, config: ScoreConfig, samples: torch.Tensor, name:
     figure, axis = plt.subplots(figsize=(4, 4))
     points = samples.detach().cpu()
     axis.scatter(points[:, 0], points[:, 1], s=1, alpha=0.5)
-    axis.set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), aspect="equal", title=f"{config.model} {config.sde + ' ' if config.model == 'score-sde' else ''}{config.dataset}")
+    axis.set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), aspect="equal", title=config.label)
     figure.savefig(run.path / name, dpi=100)
     plt.close(figure)
 
 
-LANGEVIN_STEPS_PER_LEVEL = 100  # T in Song & Ermon 2019, §5
-DEFAULT_STEPS = {"reverse-sde": 500, "pc": 500, "langevin": LANGEVIN_STEPS_PER_LEVEL}
+DEFAULT_STEPS = {"reverse-sde": 500, "pc": 500, "langevin": 100}  # langevin: T per level (Song & Ermon 2019, §5)
 
 
 def langevin_step_size(config: ScoreConfig) -> float:
@@ -133,26 +141,26 @@ def sample_score_run(net: nn.Module, config: ScoreConfig, n: int, *, sampler: st
     :func:`langevin_step_size`)."""
     from ppl_dgm.sde import annealed_langevin, sample_ode, sample_pc, sample_reverse_sde
 
-    if sampler is None:
-        sampler = "langevin" if config.model == "ncsn" else "reverse-sde"
+    sampler = config.default_sampler if sampler is None else sampler
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not known; expected one of {SAMPLERS}")
     if (config.model == "ncsn") != (sampler == "langevin"):
         raise ValueError(f"sampler='langevin' is the sampler of ncsn runs and only of them; got sampler={sampler!r} "
                          f"for a {config.model} run")
     shape = (n, *dataset_image_shape(config.dataset)) if config.is_image else (n, 2)
+    steps = DEFAULT_STEPS.get(sampler) if steps is None else steps
     if sampler == "langevin":
         device = next(net.parameters()).device
         low, high = (-1.0, 1.0) if config.is_image else (-4.0, 4.0)  # uniform start over the data range (Alg. 1)
         x_init = low + (high - low) * torch.rand(shape, generator=generator, device=device)
-        return annealed_langevin(net, net.sigmas, shape, steps_per_level=LANGEVIN_STEPS_PER_LEVEL if steps is None else steps, x_init=x_init,
+        return annealed_langevin(net, net.sigmas, shape, steps_per_level=steps, x_init=x_init,
                                  step_size=langevin_step_size(config) if step_size is None else step_size, generator=generator,
                                  denoise=True, progress=progress)
     sde = build_sde(config)
     if sampler == "reverse-sde":
-        return sample_reverse_sde(net, sde, shape, steps=DEFAULT_STEPS[sampler] if steps is None else steps, generator=generator, progress=progress)
+        return sample_reverse_sde(net, sde, shape, steps=steps, generator=generator, progress=progress)
     if sampler == "pc":
-        return sample_pc(net, sde, shape, steps=DEFAULT_STEPS[sampler] if steps is None else steps, generator=generator, progress=progress)
+        return sample_pc(net, sde, shape, steps=steps, generator=generator, progress=progress)
     return sample_ode(net, sde, shape, generator=generator)
 
 
@@ -201,7 +209,7 @@ def train_score(config: ScoreConfig, run_dir: str | os.PathLike, *, device: str 
                   optim=lambda p: torch.optim.Adam(p, lr=config.lr), device=device, val_data=(_data(config, "test"),),
                   checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path, ema_decay=config.ema_decay,
                   max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples,
-                  description=f"{config.model} {config.sde + ' ' if config.model == 'score-sde' else ''}{config.dataset}", amp=amp)
+                  description=config.label, amp=amp)
     result: dict[str, Any] = {"epochs_done": len(history), "train_seconds": time.perf_counter() - started, "device": str(device)}
     if history.records:
         result.update(steps=history.records[-1]["step"], train_loss=history.loss[-1], val_loss=history.val_loss[-1])
