@@ -4,7 +4,7 @@ Trains each model into runs/table_<row>/ (or reuses a finished run with the same
 evaluates it on the same held-out digits:
   binarized digits (fixed seeded binarization): −log p(x) upper bounds in nats per image, the
       single-sample ELBO and the importance-weighted bound with k samples (Burda et al. 2016);
-  8-bit digits: bits/dim under uniform dequantization (DESIGN.md), from the IWAE bound;
+  8-bit digits: bits/dim under uniform dequantization (docs/design.md), from the IWAE bound;
   autoencoders: held-out reconstruction error (nats per image, not a likelihood).
   PPCA and factor analysis (exact marginal likelihood, closed form / exact EM) on the same dequantized
       8-bit digits, flattened to 784 dimensions.

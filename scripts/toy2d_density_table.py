@@ -1,7 +1,7 @@
 """Toy 2-D density table: a VP-SDE score network (TimeConditionedMLP) per density, held-out ODE NLL vs the entropy floor.
 
 The NLL of held-out points in nats, −E log p_θ(x), is bounded below by the differential entropy H(p):
-checkerboard ln 32 = 3.466 nats (uniform on 8 squares of area 4, DESIGN.md); 8gaussians by Monte Carlo
+checkerboard ln 32 = 3.466 nats (uniform on 8 squares of area 4, docs/design.md); 8gaussians by Monte Carlo
 from its exact log-density; moons and 2spirals have no closed form (no floor). Writes
 runs/toy2d_table/<name>/ and a PNG of ODE samples and learned densities (toy2d_density_table.png).
 

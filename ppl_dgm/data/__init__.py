@@ -1,4 +1,4 @@
-"""Datasets: image datasets as TensorDatasets and 2-D toy densities (DESIGN.md, "Data").
+"""Datasets: image datasets as TensorDatasets and 2-D toy densities (docs/design.md, "Data").
 
 Importing this package does not import scikit-learn, mlxtend or torchvision.
 """

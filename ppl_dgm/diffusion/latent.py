@@ -155,7 +155,7 @@ def _vae_inputs(vae_config, split: str) -> Tensor:
     from ppl_dgm.vae.experiment import vae_data
 
     images = vae_data(vae_config, split).tensors[0]
-    if vae_config.likelihood == "gaussian":  # its encoder saw (k + u)/256 (vae.experiment, DESIGN.md bits/dim)
+    if vae_config.likelihood == "gaussian":  # its encoder saw (k + u)/256 (vae.experiment, docs/design.md bits/dim)
         images = dequantize(images, generator=torch.Generator().manual_seed(vae_config.seed))
     return images
 

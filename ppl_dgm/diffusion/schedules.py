@@ -1,7 +1,7 @@
 """Discrete DDPM noise schedules in float64: β_t, α_t, ᾱ_t and the Gaussian kernels of q (Ho et al. 2020).
 
 Steps are 1-indexed, t ∈ {1, …, T}; every table is a float64 tensor of length T whose entry t − 1
-belongs to step t. Networks see the step as the float time t / T (DESIGN.md, network contract).
+belongs to step t. Networks see the step as the float time t / T (docs/design.md, network contract).
 """
 from __future__ import annotations
 

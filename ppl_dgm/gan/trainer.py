@@ -17,9 +17,10 @@ from torch.utils.data import TensorDataset
 
 from ppl_dgm._checks import check_positive_int
 from ppl_dgm.gan.losses import Objective, clip_weights, gradient_penalty
-from ppl_dgm.train.checkpoint import Checkpoint, rng_state
+from ppl_dgm.train.checkpoint import Checkpoint, rng_state, set_rng_state
 from ppl_dgm.train.device import resolve_device
-from ppl_dgm.train.loop import History, TrainingDiverged, write_metrics, as_tensors, epoch_order, iterate_minibatches
+from ppl_dgm.train.loop import (DIVERGENCE_FACTOR, History, TrainingDiverged, as_tensors, check_divergence_factor, check_finite_data,
+                                divergence_limit, epoch_order, iterate_minibatches, write_metrics)
 
 __all__ = ["train_adversarial", "fit_gan", "check_n_critic"]
 
@@ -59,12 +60,16 @@ def train_adversarial(
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     description: str = "gan",
+    divergence_factor: float | None = DIVERGENCE_FACTOR,
 ) -> History:
     """Each minibatch takes one discriminator step on ``discriminator_loss(batch)``; every ``n_critic``-th is
     followed by a generator step on ``generator_loss(batch)`` (Arjovsky et al. 2017, Alg. 1). Steps count
     discriminator updates. ``ema`` (``ppl_dgm.train.make_ema(generator, decay)``) is updated after each
     generator step and checkpointed with the rest. ``lr_factor(fraction of training done)`` scales both initial
-    learning rates (e.g. ``lambda f: 1 - f``, the linear decay of Isola et al. 2017 / Zhu et al. 2017).
+    learning rates (e.g. ``lambda f: 1 - f``, the linear decay of Isola et al. 2017 / Zhu et al. 2017); the fraction
+    is of ``epochs``, so extending a run (resuming with more epochs) stretches the remaining schedule.
+    Divergence as in :func:`ppl_dgm.train.fit`: NaN/inf, or either mean loss past ``divergence_factor`` ·
+    max(|its first-step value|, 1), stops with :class:`TrainingDiverged` before any checkpoint is written.
     """
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
@@ -74,8 +79,10 @@ def train_adversarial(
         check_positive_int("max_steps", max_steps)
     if weight_clip is not None and not weight_clip > 0:
         raise ValueError(f"weight_clip must be a float > 0 (clip the critic to [-c, c]), got {weight_clip!r}")
+    divergence_factor = check_divergence_factor(divergence_factor)
     device = resolve_device(device)
     tensors = tuple(t.to(device) for t in as_tensors(data))
+    check_finite_data(tensors)
     generator.to(device)
     discriminator.to(device)
     g_optimizer = generator_optim([p for p in generator.parameters() if p.requires_grad])
@@ -92,6 +99,7 @@ def train_adversarial(
     start_epoch, start_batch, step = 0, 0, 0
     partial = torch.zeros(2, dtype=torch.float64)  # running sums of (d_loss, g_loss) of the current epoch
     partial_counts = [0, 0]
+    reference = [None, None]  # |d_loss|, |g_loss| scale at their first steps, for the divergence check
 
     if resume and checkpoint is not None and checkpoint.exists():
         state = checkpoint.load(map_location=device, restore_rng=True)
@@ -104,6 +112,9 @@ def train_adversarial(
         history = History(list(state["history"]))
         start_epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["step"]
         partial, partial_counts = state["partial_sums"].clone(), list(state["partial_counts"])
+        reference = list(state.get("reference_losses") or [None, None])
+        if reference[0] is None and history.records:  # checkpoints written before the growth check
+            reference = [history.records[0]["d_loss"], history.records[0]["g_loss"]]
         if metrics_path is not None:
             write_metrics(metrics_path, history.records)
     elif metrics_path is not None:
@@ -118,16 +129,20 @@ def train_adversarial(
             "generator_optimizer": g_optimizer.state_dict(), "discriminator_optimizer": d_optimizer.state_dict(),
             "ema": None if ema is None else ema.state_dict(), "history": history.records, "epoch": epoch,
             "batch_in_epoch": batch_in_epoch, "step": step, "partial_sums": sums, "partial_counts": counts,
-            "rng": rng_state(),
+            "rng": rng_state(), "reference_losses": reference,
         })
 
     def check_finite(values: Tensor, epoch: int) -> None:
-        if not torch.isfinite(values).all():
-            where = f"the last good checkpoint is {str(checkpoint.path)!r}" if checkpoint and checkpoint.exists() else "no checkpoint was written"
-            raise TrainingDiverged(
-                f"training diverged: discriminator/generator loss is {values.tolist()} at epoch {epoch + 1}, step {step}; "
-                f"stopped, {where}. Lower the learning rates or regularize the discriminator."
-            )
+        limits = [math.inf if r is None else divergence_limit(r, divergence_factor) for r in reference]
+        if torch.isfinite(values).all() and all(abs(float(v)) <= limit for v, limit in zip(values, limits)):
+            return
+        where = f"the last good checkpoint is {str(checkpoint.path)!r}" if checkpoint and checkpoint.exists() else "no checkpoint was written"
+        why = "are not finite" if not torch.isfinite(values).all() else \
+            f"exceed {divergence_factor:g} x their first-step scales {[max(abs(r or 0.0), 1.0) for r in reference]} (divergence_factor)"
+        raise TrainingDiverged(
+            f"training diverged: discriminator/generator losses {values.tolist()} {why} at epoch {epoch + 1}, step {step}; "
+            f"stopped, {where}. Lower the learning rates or regularize the discriminator."
+        )
 
     total_steps = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     from tqdm.auto import tqdm
@@ -164,6 +179,8 @@ def train_adversarial(
                 running[0] += d_loss.detach().double()
                 counts[0] += 1
                 step += 1
+                if reference[0] is None:  # one host sync per run
+                    reference[0] = float(d_loss.detach())
                 if step % n_critic == 0:
                     discriminator.requires_grad_(False)  # no D gradients on the generator step
                     g_loss = generator_loss(batch)
@@ -175,6 +192,8 @@ def train_adversarial(
                         ema.update_parameters(generator)
                     running[1] += g_loss.detach().double()
                     counts[1] += 1
+                    if reference[1] is None:
+                        reference[1] = float(g_loss.detach())
                 batch_index += 1
                 bar.update(1)
                 at_limit = max_steps is not None and step >= max_steps
@@ -192,7 +211,9 @@ def train_adversarial(
                                       "g_loss": float(means[1]) if totals[1] else None}
             record["seconds"] = time.perf_counter() - epoch_start
             if on_epoch_end is not None:
+                saved_rng = rng_state()
                 on_epoch_end(epoch, record)
+                set_rng_state(saved_rng)  # what a callback draws must not change training
             history.records.append(record)
             start_batch, partial, partial_counts = 0, torch.zeros(2, dtype=torch.float64), [0, 0]
             save(epoch + 1, 0, partial, partial_counts)

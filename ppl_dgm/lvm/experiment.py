@@ -43,7 +43,7 @@ class LVMConfig:
 
 
 def digits_vectors(split: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dequantized flattened digits (N, 64) float64 in [0, 17/16) and labels (N,), for the DESIGN.md split."""
+    """Dequantized flattened digits (N, 64) float64 in [0, 17/16) and labels (N,), for the docs/design.md split."""
     from ppl_dgm.data import load_dataset
 
     x, y = load_dataset("digits", split).tensors
@@ -83,7 +83,7 @@ def train_lvm(config: LVMConfig, run_dir: str | os.PathLike, device: str | torch
     from ppl_dgm.train.runs import RunDir
 
     run = RunDir(run_dir)
-    run.write_config(asdict(config))
+    run.start(asdict(config))
     train_x, _ = digits_vectors("train", config.seed)
     test_x, _ = digits_vectors("test", config.seed)
     model, trace, seconds = fit_lvm(config, train_x, device)
@@ -99,7 +99,7 @@ def train_lvm(config: LVMConfig, run_dir: str | os.PathLike, device: str | torch
         "em_iterations": len(trace) - 1,
         "seconds": seconds,
     }
-    (run.path / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    run.write_results(result)
     return result
 
 

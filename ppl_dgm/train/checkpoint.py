@@ -1,9 +1,9 @@
-"""Atomic checkpoints holding everything needed to resume a run exactly."""
+"""Atomic checkpoints holding everything needed to resume a run exactly, loaded without running code."""
 from __future__ import annotations
 
 import os
+import pickle
 import random
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -11,14 +11,66 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["Checkpoint", "UnsafeFileError", "CorruptFileError", "safe_torch_load", "remove_stale_temporaries", "rng_state", "set_rng_state"]
+
+
+class UnsafeFileError(ValueError):
+    """A file we were asked to load holds a pickled object that would import or call code."""
+
+
+class CorruptFileError(ValueError):
+    """A file we were asked to load is truncated, not a torch file, or not in the expected layout."""
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device | None = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, state dicts and plain Python values only.
+
+    A pickle that would import a global (``os.system``, a class, NumPy's RNG state) is refused with
+    :class:`UnsafeFileError`, a truncated or foreign file with :class:`CorruptFileError`; both name the file.
+    Nothing in the file is executed either way (docs/design.md, "Runs").
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        global_lines = [line for line in lines if "GLOBAL" in line]
+        if global_lines:
+            raise UnsafeFileError(
+                f"refused to load {what} {str(path)!r}: it holds a pickled object that would run code "
+                f"({global_lines[0][:200]}); only tensors and plain Python values are loaded"
+            ) from None
+        detail = next((line for line in lines if line.startswith("Unsupported")), lines[-1] if lines else "")
+        raise CorruptFileError(
+            f"{what} {str(path)!r} is not a file torch.save wrote, or uses pickle features that safe loading "
+            f"refuses ({detail[:200]})"
+        ) from None
+    except (RuntimeError, EOFError, UnicodeDecodeError, OSError, ValueError, KeyError, AttributeError, IndexError) as error:
+        raise CorruptFileError(f"{what} {str(path)!r} is truncated or not a torch file ({type(error).__name__}: {str(error)[:200]})") from None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete ``*.tmp`` files a killed atomic write left in ``folder``; returns what was removed."""
+    folder = Path(folder)
+    removed = []
+    if folder.is_dir():
+        for stale in folder.glob("*.tmp"):
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
+                removed.append(stale)
+    return removed
 
 
 def rng_state() -> dict[str, Any]:
-    """Snapshot of every global RNG a training step may draw from (Python, NumPy, torch CPU and CUDA)."""
+    """Snapshot of every global RNG a training step may draw from (Python, NumPy, torch CPU and CUDA),
+    as tensors and plain Python values so that ``weights_only`` loading accepts it."""
+    key, words, position, has_gauss, cached_gaussian = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"key": str(key), "words": torch.from_numpy(words.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -28,8 +80,11 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore a snapshot taken by :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["key"], numpy_state["words"].numpy().astype(np.uint32), numpy_state["position"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -39,7 +94,9 @@ class Checkpoint:
     """A checkpoint file written atomically (temp file in the same folder, then ``os.replace``).
 
     A reader never sees a half-written file: after a crash either the old or the new checkpoint is
-    there. ``save`` adds the Pyro param store (when Pyro is in use) and the global RNG states.
+    there (a killed write leaves a ``*.tmp`` file, removed by :func:`remove_stale_temporaries` at the
+    next start). ``save`` adds the global RNG states. Model parameters live in modules, not in Pyro's
+    global param store, which is therefore not saved.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -51,10 +108,6 @@ class Checkpoint:
     def save(self, state: dict[str, Any]) -> None:
         state = dict(state)
         state.setdefault("rng", rng_state())
-        if "pyro" in sys.modules:  # Pyro is imported only by code that uses it
-            import pyro
-
-            state.setdefault("param_store", pyro.get_param_store().get_state())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp_name = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
         try:
@@ -69,16 +122,14 @@ class Checkpoint:
             raise
 
     def load(self, map_location: str | torch.device | None = "cpu", restore_rng: bool = False) -> dict[str, Any]:
-        """Read the checkpoint; with ``restore_rng`` also restore the global RNGs and the Pyro param store."""
-        if not self.exists():
-            raise FileNotFoundError(f"checkpoint {str(self.path)!r} does not exist")
-        state = torch.load(self.path, map_location=map_location, weights_only=False)
+        """Read the checkpoint (``weights_only``: nothing in it runs); with ``restore_rng`` also restore the global RNGs."""
+        state = safe_torch_load(self.path, map_location=map_location)
+        if not isinstance(state, dict):
+            raise CorruptFileError(f"checkpoint {str(self.path)!r} holds a {type(state).__name__}, expected a dict of states")
         if restore_rng:
+            if "rng" not in state:
+                raise CorruptFileError(f"checkpoint {str(self.path)!r} has no 'rng' entry: it was not written by a ppl_dgm trainer")
             set_rng_state(state["rng"])
-            if state.get("param_store") is not None:
-                import pyro
-
-                pyro.get_param_store().set_state(state["param_store"])
         return state
 
     def __repr__(self) -> str:

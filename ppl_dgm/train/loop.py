@@ -24,14 +24,55 @@ from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.distributed import all_reduce_mean, rank_and_world_size
 from ppl_dgm.train.ema import make_ema
 
-__all__ = ["History", "TrainingDiverged", "fit", "as_tensors", "iterate_minibatches"]
+__all__ = ["History", "TrainingDiverged", "fit", "as_tensors", "iterate_minibatches", "check_finite_data", "check_grad_clip",
+           "divergence_limit", "check_divergence_factor", "DIVERGENCE_FACTOR"]
 
 Batch = tuple[torch.Tensor, ...]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint (if any) is left untouched."""
+    """The loss became NaN or infinite, or grew past ``divergence_factor`` times its scale at the first step;
+    the last good checkpoint (if any) is left untouched."""
+
+
+DIVERGENCE_FACTOR = 100.0
+
+
+def divergence_limit(reference: float, factor: float | None) -> float:
+    """The largest |loss| a run may reach: ``factor`` · max(|loss at the first step|, 1) (docs/design.md, "Runs")."""
+    return math.inf if factor is None else factor * max(abs(reference), 1.0)
+
+
+def check_finite_data(tensors: Batch, name: str = "data") -> None:
+    """Raise ValueError naming the first example (index along dim 0) holding NaN or ±inf; one host sync."""
+    for position, tensor in enumerate(tensors):
+        if not tensor.is_floating_point() or tensor.numel() == 0:
+            continue
+        bad = ~torch.isfinite(tensor.reshape(tensor.shape[0], -1)).all(dim=1)
+        if bool(bad.any()):
+            index = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"{name} holds NaN or inf: tensor {position}, example {index} (of {tensor.shape[0]}) is not finite; "
+                "clean the data before training"
+            )
+
+
+def check_grad_clip(grad_clip: object) -> float | None:
+    """``None`` or a finite max-norm > 0 (a negative one would flip every gradient)."""
+    if grad_clip is None:
+        return None
+    if isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or not math.isfinite(grad_clip) or grad_clip <= 0:
+        raise ValueError(f"grad_clip must be None or a positive max-norm, got {grad_clip!r}")
+    return float(grad_clip)
+
+
+def check_divergence_factor(factor: object) -> float | None:
+    if factor is None:
+        return None
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
+        raise ValueError(f"divergence_factor must be None or a number > 1, got {factor!r}")
+    return float(factor)
 
 
 @dataclass
@@ -107,7 +148,7 @@ def evaluate_loss(loss_fn: Callable[[Batch], torch.Tensor], tensors: Batch, batc
 
 
 class _LossModule(nn.Module):
-    """What DDP wraps: owns the trained module, and its forward is the loss (DESIGN.md, Runs)."""
+    """What DDP wraps: owns the trained module, and its forward is the loss (docs/design.md, Runs)."""
 
     def __init__(self, module: nn.Module, loss_fn: Callable[[Batch], torch.Tensor]):
         super().__init__()
@@ -153,6 +194,7 @@ def fit(
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     description: str = "train",
     amp: str | None = None,
+    divergence_factor: float | None = DIVERGENCE_FACTOR,
 ) -> History:
     """Minimize ``loss_fn(batch)`` (a scalar, mean per example) over the parameters of ``module``.
 
@@ -169,12 +211,21 @@ def fit(
     optimizer stay float32; bf16 needs no loss scaling). ``transform`` is a training-batch augmentation
     (random binarization, dequantization, ...) applied on device to training batches only, so validation
     stays deterministic: give ``val_data`` already in the form ``val_loss_fn`` expects.
+
+    Divergence: besides NaN/inf, training stops with :class:`TrainingDiverged` when the mean loss of an
+    epoch so far exceeds ``divergence_factor`` · max(|loss of the first minibatch|, 1) in magnitude
+    (default 100; ``None`` disables the check). The data are checked for NaN/inf once before training.
+    ``on_epoch_end`` runs after the epoch's checkpoint with the RNG states saved and restored around it,
+    so what a callback draws never changes training (a resumed or extended run continues exactly).
+    Extending a run: resume with a larger ``epochs``; nothing in the loop depends on the total.
     """
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     if max_steps is not None:
         check_positive_int("max_steps", max_steps)
     check_positive_int("log_every", log_every)
+    grad_clip = check_grad_clip(grad_clip)
+    divergence_factor = check_divergence_factor(divergence_factor)
     if amp not in (None, "bf16"):
         raise ValueError(f"amp must be None or 'bf16', got {amp!r}")
     if not isinstance(module, nn.Module):
@@ -184,6 +235,9 @@ def fit(
     device = resolve_device(device)
     tensors = tuple(t.to(device) for t in as_tensors(data))
     val_tensors = None if val_data is None else tuple(t.to(device) for t in as_tensors(val_data, "val_data"))
+    check_finite_data(tensors)
+    if val_tensors is not None:
+        check_finite_data(val_tensors, "val_data")
     val_loss_fn = val_loss_fn or loss_fn
     module.to(device)
     autocast = partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
@@ -207,6 +261,7 @@ def fit(
     history = History()
     start_epoch, start_batch, step = 0, 0, 0
     partial_sum, partial_count = 0.0, 0
+    reference_loss: float | None = None  # |loss| scale at the first step, for the divergence check
 
     if resume and checkpoint is not None and checkpoint.exists():
         state = checkpoint.load(map_location=device, restore_rng=True)
@@ -219,6 +274,9 @@ def fit(
         history = History(list(state["history"]))
         start_epoch, start_batch, step = state["epoch"], state["batch_in_epoch"], state["step"]
         partial_sum, partial_count = state["partial_loss_sum"], state["partial_loss_count"]
+        reference_loss = state.get("reference_loss")
+        if reference_loss is None and history.records:  # checkpoints written before the growth check
+            reference_loss = history.records[0]["loss"]
         if metrics_path is not None:
             write_metrics(metrics_path, history.records)
     elif metrics_path is not None:
@@ -246,6 +304,7 @@ def fit(
                 "partial_loss_count": loss_count,
                 "rng": rng_state(),
                 "rng_per_rank": rng_per_rank if world_size > 1 else None,
+                "reference_loss": reference_loss,
             }
         )
 
@@ -253,13 +312,17 @@ def fit(
         """Mean loss over the steps so far of this epoch, averaged over processes (one host sync)."""
         return float(all_reduce_mean((partial_sum + total) / (partial_count + count)))
 
-    def check_finite(value: float, epoch: int) -> None:
-        if not math.isfinite(value):
-            where = f"the last good checkpoint is {str(checkpoint.path)!r}" if checkpoint and checkpoint.exists() else "no checkpoint was written"
-            raise TrainingDiverged(
-                f"training diverged: loss is {value} at epoch {epoch + 1}, step {step}; stopped, {where}. "
-                "Lower the learning rate or clip gradients (grad_clip=...)."
-            )
+    def check_finite(value: float, epoch: int, what: str = "loss") -> None:
+        limit = math.inf if reference_loss is None else divergence_limit(reference_loss, divergence_factor)
+        if math.isfinite(value) and abs(value) <= limit:
+            return
+        where = f"the last good checkpoint is {str(checkpoint.path)!r}" if checkpoint and checkpoint.exists() else "no checkpoint was written"
+        why = "is not finite" if not math.isfinite(value) else (
+            f"exceeds {divergence_factor:g} x its first-step scale {max(abs(reference_loss), 1.0):.4g} (divergence_factor)")
+        raise TrainingDiverged(
+            f"training diverged: {what} {value:.6g} {why} at epoch {epoch + 1}, step {step}; stopped, {where}. "
+            "Lower the learning rate or clip gradients (grad_clip=...)."
+        )
 
     total_steps = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     from tqdm.auto import tqdm
@@ -289,6 +352,9 @@ def fit(
                 running_count += 1
                 batch_index += 1
                 step += 1
+                if reference_loss is None:  # one host sync per run: the scale the growth check compares with
+                    reference_loss = float(all_reduce_mean(loss.detach().double()))
+                    check_finite(reference_loss, epoch)
                 bar.update(1)
                 at_limit = max_steps is not None and step >= max_steps
                 if running_count % log_every == 0 or at_limit:
@@ -306,13 +372,15 @@ def fit(
                 evaluated.eval()
                 record["val_loss"] = float(all_reduce_mean(torch.tensor(evaluate_loss(val_loss_fn, val_tensors, batch_size))))
                 evaluated.train()
-                check_finite(record["val_loss"], epoch)
+                check_finite(record["val_loss"], epoch, "validation loss")
             record["seconds"] = time.perf_counter() - epoch_start
             history.records.append(record)
             start_batch, partial_sum, partial_count = 0, 0.0, 0
             save(epoch + 1, 0, 0.0, 0)
             if on_epoch_end is not None and main_process:  # after the checkpoint: callbacks may read it
+                saved_rng = rng_state()
                 on_epoch_end(epoch, record)
+                set_rng_state(saved_rng)  # what a callback draws must not change training
             if metrics_path is not None:
                 write_metrics(metrics_path, history.records)
             bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items() if k != "seconds"})

@@ -118,6 +118,10 @@ def fit_svi(
     supports, parameter constraints); later steps skip those checks unless
     ``validate_every_step`` (they cost ~7% of an MLP-VAE step, see ``scripts/bench_svi.py``).
     """
+    from ppl_dgm._checks import check_positive_int
+
+    check_positive_int("epochs", epochs)
+    check_positive_int("batch_size", batch_size)
     loss = loss if loss is not None else Trace_ELBO()
     if not isinstance(loss, ELBO):
         raise TypeError(f"loss must be a pyro.infer ELBO instance (e.g. Trace_ELBO()), got {loss!r}")

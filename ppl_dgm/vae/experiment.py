@@ -102,7 +102,7 @@ def _dequantize_batch(batch):
 
 
 def _transform(config: VAEConfig):
-    # Gaussian densities are only honest on dequantized 8-bit data (DESIGN.md, bits/dim convention).
+    # Gaussian densities are only honest on dequantized 8-bit data (docs/design.md, bits/dim convention).
     return _dequantize_batch if config.likelihood == "gaussian" else None
 
 
@@ -110,7 +110,7 @@ def evaluate_vae(vae: VAE | HVAE, config: VAEConfig, data: TensorDataset, k: int
     """Held-out ELBO (and with ``k`` the IWAE bound, Burda et al. 2016) in nats per image; bits/dim for 8-bit data.
 
     Bits/dim use the tightest bound computed; for the Gaussian decoder they include the
-    dequantization change of variables (DESIGN.md), with one fixed dequantization draw.
+    dequantization change of variables (docs/design.md), with one fixed dequantization draw.
     """
     transform = _transform(config)
     if transform is not None:  # one fixed dequantization so the ELBO and IWAE see the same data

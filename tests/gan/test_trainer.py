@@ -99,7 +99,7 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         return recipe.generator_loss(discriminator(generator(torch.randn(batch[0].shape[0], 2))))
 
     checkpoint = Checkpoint(tmp_path / "ck.pt")
-    with pytest.raises(TrainingDiverged, match=r"loss is \[nan, .*\] at epoch 2.*last good checkpoint is .*ck.pt"):
+    with pytest.raises(TrainingDiverged, match=r"losses \[nan, .*\] are not finite at epoch 2.*last good checkpoint is .*ck.pt"):
         train_adversarial(generator, discriminator, data, discriminator_loss=d_loss, generator_loss=g_loss,
                           generator_optim=recipe.make_optimizer, discriminator_optim=recipe.make_optimizer, epochs=3,
                           batch_size=8, device="cpu", progress=False, checkpoint=checkpoint)

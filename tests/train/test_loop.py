@@ -77,7 +77,7 @@ def test_nan_stops_with_message_and_keeps_last_good_checkpoint(tmp_path):
         return loss * (math.inf if calls["n"] > 10 else 1.0)  # epoch 1 (7 steps) is fine, epoch 2 diverges
 
     checkpoint = Checkpoint(tmp_path / "ck.pt")
-    with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf) at epoch 2.*last good checkpoint is .*ck.pt"):
+    with pytest.raises(TrainingDiverged, match=r"loss (nan|inf) is not finite at epoch 2.*last good checkpoint is .*ck.pt"):
         fit(model, exploding, (x, y), epochs=5, batch_size=16, device="cpu", progress=False, checkpoint=checkpoint)
     state = checkpoint.load()
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["module"].values())
@@ -116,3 +116,66 @@ def test_bf16_autocast_trains_in_bf16_and_keeps_float32_weights():
     assert history.loss[-1] < 0.1 * history.loss[0]
     with pytest.raises(ValueError, match="amp must be None or 'bf16', got 'fp16'"):
         fit(net, loss_fn, (x, y), epochs=1, batch_size=64, device="cpu", progress=False, amp="fp16")
+
+
+def test_a_loss_that_grows_past_the_divergence_factor_stops_training(tmp_path):
+    x, y = regression_data()
+    model = nn.Linear(3, 1)
+    calls = {"n": 0}
+
+    def growing(batch):  # finite but 1e6 x its first value from the second epoch on (7 steps per epoch)
+        calls["n"] += 1
+        return ((model(batch[0]) - batch[1]) ** 2).mean() * (1e6 if calls["n"] > 7 else 1.0)
+
+    checkpoint = Checkpoint(tmp_path / "ck.pt")
+    with pytest.raises(TrainingDiverged, match=r"exceeds 100 x its first-step scale .* at epoch 2.*last good checkpoint is .*ck.pt"):
+        fit(model, growing, (x, y), epochs=5, batch_size=16, device="cpu", progress=False, checkpoint=checkpoint)
+    assert checkpoint.load()["epoch"] == 1
+    calls["n"] = 0  # the factor is configurable and None disables it
+    history = fit(model, growing, (x, y), epochs=2, batch_size=16, device="cpu", progress=False, divergence_factor=None)
+    assert len(history) == 2
+    with pytest.raises(ValueError, match="divergence_factor must be None or a number > 1, got 0.5"):
+        fit(model, growing, (x, y), epochs=1, batch_size=16, progress=False, divergence_factor=0.5)
+
+
+@pytest.mark.parametrize("grad_clip", [-1.0, 0.0, math.nan, "1"])
+def test_grad_clip_must_be_a_positive_norm(grad_clip):
+    model = nn.Linear(3, 1)
+    with pytest.raises(ValueError, match=f"grad_clip must be None or a positive max-norm, got {grad_clip!r}"):
+        fit(model, mse(model), regression_data(), epochs=1, batch_size=16, progress=False, grad_clip=grad_clip)
+
+
+def test_non_finite_data_is_refused_before_training_naming_the_example():
+    x, y = regression_data()
+    x[73, 1] = math.nan
+    model = nn.Linear(3, 1)
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=r"data holds NaN or inf: tensor 0, example 73 \(of 100\)"):
+        fit(model, mse(model), (x, y), epochs=1, batch_size=16, progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(before, model.parameters()))
+    y[5] = math.inf
+    with pytest.raises(ValueError, match=r"val_data holds NaN or inf: tensor 1, example 5"):
+        fit(model, mse(model), regression_data(), val_data=(regression_data()[0], y), epochs=1, batch_size=16, progress=False)
+
+
+def test_extending_a_run_equals_a_straight_run_and_callbacks_do_not_perturb_it(tmp_path):
+    x, y = regression_data()
+
+    def run(folder, epochs, resume=False):
+        model = make_model()
+
+        def draw_noise(epoch, record):  # a callback drawing from the global RNG (e.g. a sample grid)
+            torch.rand(1000)
+
+        fit(model, mse(model), (x, y), val_data=(x, y), epochs=epochs, batch_size=16, device="cpu", progress=False,
+            checkpoint=tmp_path / folder / "ck.pt", metrics_path=tmp_path / folder / "m.jsonl", resume=resume, ema_decay=0.9,
+            grad_clip=1.0, on_epoch_end=draw_noise)
+        return Checkpoint(tmp_path / folder / "ck.pt").load()
+
+    straight = run("straight", 4)
+    run("extended", 2)
+    extended = run("extended", 4, resume=True)
+    for key in ("module", "ema"):
+        for name, value in straight[key].items():
+            assert torch.equal(value, extended[key][name]), (key, name)
+    assert (tmp_path / "straight/m.jsonl").read_bytes() == (tmp_path / "extended/m.jsonl").read_bytes()
