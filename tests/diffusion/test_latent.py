@@ -3,6 +3,8 @@ import json
 import pytest
 import torch
 
+from ppl_dgm.train import Checkpoint
+
 from ppl_dgm.cli import main as run_cli
 from ppl_dgm.diffusion import linear_schedule
 from ppl_dgm.diffusion.latent import (
@@ -133,8 +135,8 @@ def test_resume_with_sampled_latents_equals_an_uninterrupted_run(tmp_path, vae_r
     train_latent_ddpm(config, tmp_path / "straight", vae_run, device="cpu", progress=False)
     train_latent_ddpm(config, tmp_path / "resumed", vae_run, device="cpu", progress=False, max_steps=4)
     train_latent_ddpm(config, tmp_path / "resumed", vae_run, device="cpu", progress=False, resume=True)
-    straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)["module"]
-    resumed = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["module"]
+    straight = Checkpoint(tmp_path / "straight" / "checkpoint.pt").load()["module"]
+    resumed = Checkpoint(tmp_path / "resumed" / "checkpoint.pt").load()["module"]
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key

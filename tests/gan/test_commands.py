@@ -34,8 +34,10 @@ def test_train_resume_sample_eval_cgan(tmp_path, capsys):
     for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "samples.png", "results.json"):
         assert (folder / name).is_file(), name
     assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [8, 16]
-    with pytest.raises(ValueError, match=r"config differs .* in \['epochs'\]"):
-        run(common(epochs=3) + ["--resume"])
+    with pytest.raises(ValueError, match=r"config differs .* in \['lr'\] \(lr: saved None, now 0.001\)"):
+        run(common(epochs=3) + ["--resume", "--lr", "1e-3"])
+    assert run(common(epochs=3) + ["--resume"]) == 0  # extending the run by a third epoch
+    assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [8, 16, 24]
 
     from PIL import Image
 
