@@ -9,7 +9,52 @@ import argparse
 import sys
 from typing import Sequence
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "sample_command", "evaluate_command"]
+
+SAMPLE_OPTIONS = ("eta", "guidance_scale", "step_size", "truncation")
+EVALUATE_OPTIONS = ("iwae_k", "num_images", "batch_size", "num_examples", "num_samples", "seed", "classifier_dir")
+
+
+def sample_command(args: argparse.Namespace) -> int:
+    """``ppl-dgm sample <family> RUN``: :meth:`ppl_dgm.runs.Run.sample`, written as a PNG grid (a scatter for 2-D runs)."""
+    from pathlib import Path
+
+    from torchvision.utils import save_image
+
+    from ppl_dgm.runs import load_run
+
+    run = load_run(args.run, device=args.device, family=args.families)
+    options = {name: getattr(args, name) for name in SAMPLE_OPTIONS if getattr(args, name, None) is not None}
+    sampler = getattr(args, "sampler", None)
+    samples = run.sample(args.n, sampler=sampler, steps=getattr(args, "steps", None), seed=args.seed,
+                         progress=not getattr(args, "no_progress", True), **options)
+    if run.family in ("score-sde", "ncsn"):
+        from ppl_dgm.sde.experiment import _save_samples
+        from ppl_dgm.train.runs import RunDir
+
+        out = Path(args.out) if args.out else run.path / f"samples_{sampler or run.config.default_sampler}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _save_samples(RunDir(out.parent), run.config, samples * 2 - 1 if run.config.is_image else samples, out.name)
+    else:
+        out = Path(args.out) if args.out else run.path / "samples_cli.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_image(samples.cpu(), out, nrow=run.grid_rows(samples.shape[0]), padding=2, pad_value=1.0)
+    print(f"wrote {out}")
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """``ppl-dgm eval <family> RUN``: :meth:`ppl_dgm.runs.Run.evaluate`, printed as JSON."""
+    import json
+
+    from ppl_dgm.runs import load_run
+
+    run = load_run(args.run, device=args.device, family=args.families)
+    options = {name: getattr(args, name) for name in EVALUATE_OPTIONS if getattr(args, name, None) is not None}
+    if "classifier_dir" in options:
+        options["cache_dir"] = options.pop("classifier_dir")
+    print(json.dumps(run.evaluate(progress=not getattr(args, "no_progress", True), **options), indent=2))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,8 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. From the shell, bad input exits 2 and a divergence exits 3, each with its message on stderr and
+    no traceback; called with ``argv`` from Python, bad input raises its ValueError/TypeError/FileNotFoundError."""
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    from ppl_dgm.train.loop import TrainingDiverged
+
+    try:
+        return args.handler(args)
+    except TrainingDiverged as error:
+        print(f"ppl-dgm: {error}", file=sys.stderr)
+        return 3
+    except (ValueError, TypeError, FileNotFoundError) as error:
+        if argv is not None:  # called from Python (scripts, tests): the exception is the answer
+            raise
+        print(f"ppl-dgm {args.command} {args.family}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

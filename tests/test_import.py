@@ -33,3 +33,10 @@ def test_train_lazy_attribute_error():
 
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         ppl_dgm.train.nope
+
+
+def test_load_run_is_reachable_from_the_top_level():
+    import ppl_dgm
+    from ppl_dgm.runs import Run, load_run
+
+    assert ppl_dgm.load_run is load_run and ppl_dgm.Run is Run

@@ -11,6 +11,7 @@ __all__ = ["add_parsers"]
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
+    from ppl_dgm.cli import evaluate_command, sample_command
     from ppl_dgm.diffusion.experiment import DATASETS, SAMPLERS, SCHEDULES, DDPMConfig
     from ppl_dgm.diffusion.ddpm import VARIANCES
 
@@ -58,7 +59,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=_sample)
+    parser.set_defaults(handler=sample_command, families=("ddpm",))
 
     parser = evaluate.add_parser("ddpm", help="bits/dim of the full Pyro ELBO on held-out images")
     parser.add_argument("run", help="run folder, e.g. runs/ddpm_mnist5k")
@@ -66,11 +67,13 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=_evaluate)
-    _add_latent_parsers(train, sample)
+    parser.set_defaults(handler=evaluate_command, families=("ddpm",))
+    _add_latent_parsers(train, sample, evaluate)
 
 
-def _add_latent_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction) -> None:
+def _add_latent_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
+    from ppl_dgm.cli import evaluate_command, sample_command
+
     from ppl_dgm.diffusion.ddpm import VARIANCES
     from ppl_dgm.diffusion.experiment import SAMPLERS, SCHEDULES
     from ppl_dgm.diffusion.latent import LATENTS, LatentDDPMConfig
@@ -110,7 +113,15 @@ def _add_latent_parsers(train: argparse._SubParsersAction, sample: argparse._Sub
     parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=_sample_latent)
+    parser.set_defaults(handler=sample_command, families=("latent-ddpm",))
+
+    parser = evaluate.add_parser("latent-ddpm", help="FD/KID of decoded samples against the test digits")
+    parser.add_argument("run", help="run folder")
+    parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--classifier-dir", default="runs", help="where the feature classifier is cached")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.set_defaults(handler=evaluate_command, families=("latent-ddpm",))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -132,30 +143,6 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample(args: argparse.Namespace) -> int:
-    import torch
-    from torchvision.utils import save_image
-
-    from ppl_dgm.diffusion.experiment import load_ddpm_run, sample_run
-
-    net, config = load_ddpm_run(args.run, device=args.device)
-    generator = torch.Generator(device=next(net.parameters()).device).manual_seed(args.seed)
-    images, nrow = sample_run(net, config, args.n, sampler=args.sampler, steps=args.steps, eta=args.eta,
-                              guidance_scale=args.guidance_scale, generator=generator, progress=not args.no_progress)
-    out = Path(args.out) if args.out else Path(args.run) / "samples_cli.png"
-    save_image(images.cpu(), out, nrow=nrow, padding=2, pad_value=1.0)
-    print(f"wrote {out}")
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from ppl_dgm.diffusion.experiment import evaluate_ddpm, load_ddpm_run
-
-    net, config = load_ddpm_run(args.run, device=args.device)
-    print(json.dumps(evaluate_ddpm(net, config, args.num_images, args.batch_size, progress=not args.no_progress), indent=2))
-    return 0
-
-
 def _train_latent(args: argparse.Namespace) -> int:
     from ppl_dgm.diffusion.latent import LatentDDPMConfig, train_latent_ddpm
     from ppl_dgm.train.runs import RunDir
@@ -167,22 +154,4 @@ def _train_latent(args: argparse.Namespace) -> int:
     RunDir(run_dir).write_results(result)
     print(json.dumps(result, indent=2))
     print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, samples.png)")
-    return 0
-
-
-def _sample_latent(args: argparse.Namespace) -> int:
-    import torch
-    from torchvision.utils import save_image
-
-    from ppl_dgm.diffusion.experiment import build_schedule
-    from ppl_dgm.diffusion.latent import load_latent_ddpm_run, sample_latent_ddpm
-
-    model, config = load_latent_ddpm_run(args.run, device=args.device)
-    generator = torch.Generator(device=model.latent_shift.device).manual_seed(args.seed)
-    images = sample_latent_ddpm(model, build_schedule(config), args.n, sampler=args.sampler or config.sampler,
-                                steps=args.steps or config.sample_steps, eta=args.eta, variance=config.variance,
-                                generator=generator, progress=not args.no_progress)
-    out = Path(args.out) if args.out else Path(args.run) / "samples_cli.png"
-    save_image(images.cpu(), out, nrow=8, padding=2, pad_value=1.0)
-    print(f"wrote {out}")
     return 0

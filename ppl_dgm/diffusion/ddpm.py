@@ -18,7 +18,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from ppl_dgm._checks import check_positive_int
+from ppl_dgm._checks import check_positive_int, check_same_shape
 from ppl_dgm.diffusion.schedules import NoiseSchedule
 from ppl_dgm.nn.functional import expand_like
 from ppl_dgm.vae.likelihoods import DiscretizedGaussian
@@ -45,6 +45,10 @@ def simple_loss(eps_model: EpsModel, schedule: NoiseSchedule, x0: Tensor, y: Ten
 
     t ~ U{1..T} and ε ~ N(0, I) use torch's global RNG (seeded and checkpointed by the training loop).
     """
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule (e.g. linear_schedule()), got {type(schedule).__name__}")
+    if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 1:
+        raise TypeError(f"x0 must be a floating tensor (B, ...), got {x0.dtype if isinstance(x0, Tensor) else type(x0).__name__}")
     batch_size, num_steps = x0.shape[0], schedule.num_steps
     t = torch.randint(1, num_steps + 1, (batch_size,), device=x0.device)
     noise = torch.randn_like(x0)
@@ -52,6 +56,7 @@ def simple_loss(eps_model: EpsModel, schedule: NoiseSchedule, x0: Tensor, y: Ten
     xt = alpha_bar.sqrt() * x0 + (1.0 - alpha_bar).sqrt() * noise  # Ho et al. 2020, eq. 4
     time = t.to(x0.dtype) / num_steps
     prediction = eps_model(xt, time) if y is None else eps_model(xt, time, y)
+    check_same_shape("eps_model's output", prediction, "x0", x0)  # a (B, 1) output would broadcast silently
     return (noise - prediction).pow(2).mean()  # Ho et al. 2020, eq. 14
 
 

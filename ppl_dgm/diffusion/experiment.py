@@ -143,6 +143,23 @@ def sample_run(ema_net: nn.Module, config: DDPMConfig, n: int, *, sampler: str =
     length; class-conditional runs give one row per class (labels 0..9, n // 10 each)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler={sampler!r} is not known; expected one of {SAMPLERS}")
+    n = check_positive_int("n", n)
+    if steps is not None:
+        check_positive_int("steps", steps)
+        if sampler == "ancestral":
+            raise ValueError(f"steps={steps}: the ancestral sampler always takes the run's num_steps={config.num_steps} steps; "
+                             "use sampler='ddim' for fewer")
+        if steps > config.num_steps:
+            raise ValueError(f"steps must be at most the run's num_steps={config.num_steps}, got {steps}")
+    if guidance_scale is not None and not config.class_conditional:
+        raise ValueError(f"guidance_scale={guidance_scale!r}: classifier-free guidance needs a class-conditional run "
+                         "(trained with --class-conditional); this run is unconditional")
+    if guidance_scale is not None and not (isinstance(guidance_scale, (int, float)) and guidance_scale >= 0):
+        raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
+    if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
+        raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
+    if eta and sampler != "ddim":
+        raise ValueError(f"eta={eta!r} is an option of the ddim sampler, got sampler={sampler!r}")
     device = next(ema_net.parameters()).device
     shape = dataset_image_shape(config.dataset)
     y, nrow = None, 8

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ppl_dgm._checks import check_positive_int
+from ppl_dgm._checks import check_positive_int, check_shape
 from ppl_dgm.diffusion.guidance import guided_eps
 from ppl_dgm.diffusion.schedules import NoiseSchedule
 
@@ -38,10 +38,10 @@ def _check_schedule(schedule) -> NoiseSchedule:
 
 def _start(shape, x_T, generator, device, dtype) -> Tensor:
     if x_T is not None:
+        if not isinstance(x_T, Tensor) or not x_T.is_floating_point() or x_T.ndim < 1:
+            raise TypeError(f"x_T must be a floating tensor (B, ...) or None, got {x_T.dtype if isinstance(x_T, Tensor) else type(x_T).__name__}")
         return x_T.to(device=device, dtype=dtype).clone()
-    if isinstance(shape, int) or not all(isinstance(s, numbers.Integral) and s >= 1 for s in shape):
-        raise ValueError(f"shape must be a sequence of positive ints (B, ...), got {shape!r}")
-    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    return torch.randn(check_shape(shape), generator=generator, device=device, dtype=dtype)
 
 
 def _times(step: int, num_steps: int, x: Tensor) -> Tensor:
@@ -97,7 +97,7 @@ def sample_ancestral(
 
 def ddim_timesteps(schedule: NoiseSchedule, steps: int | Sequence[int]) -> list[int]:
     """The increasing sub-sequence τ of 1..T: ``steps`` evenly spaced steps from 1 to T (rounded), or an explicit one."""
-    num_steps = schedule.num_steps
+    num_steps = _check_schedule(schedule).num_steps
     if isinstance(steps, numbers.Integral) and not isinstance(steps, bool):
         steps = check_positive_int("steps", steps)
         if steps > num_steps:
@@ -185,6 +185,8 @@ def ddim_encode(
 
     schedule = _check_schedule(schedule)
     timesteps = ddim_timesteps(schedule, steps)
+    if not isinstance(x0, Tensor) or not x0.is_floating_point() or x0.ndim < 1:
+        raise TypeError(f"x0 must be a floating tensor (B, ...), got {x0.dtype if isinstance(x0, Tensor) else type(x0).__name__}")
     if isinstance(fixed_point_iterations, bool) or not isinstance(fixed_point_iterations, int) or fixed_point_iterations < 0:
         raise ValueError(f"fixed_point_iterations must be an int >= 0, got {fixed_point_iterations!r}")
     eps_fn = guided_eps(eps_model, y)

@@ -21,6 +21,7 @@ def _run_options(parser: argparse.ArgumentParser, default_name: str) -> None:
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
+    from ppl_dgm.cli import evaluate_command, sample_command
     from ppl_dgm.gan.experiment import ARCHITECTURES, DATASETS, GANConfig
     from ppl_dgm.gan.losses import OBJECTIVE_NAMES
     from ppl_dgm.gan.translation import PAIR_TASKS, TranslationConfig
@@ -67,7 +68,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
     parser.add_argument("--device", default="auto")
-    parser.set_defaults(handler=_sample_gan)
+    parser.set_defaults(handler=sample_command, families=("gan",))
 
     parser = evaluate.add_parser("gan", help="Fréchet distance and KID on features of the library's digit classifier")
     parser.add_argument("run", help="run folder")
@@ -75,7 +76,19 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--classifier-dir", default="runs", help="where the feature classifier is cached")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.set_defaults(handler=_evaluate_gan)
+    parser.set_defaults(handler=evaluate_command, families=("gan",))
+    for model in ("pix2pix", "cyclegan"):
+        parser = sample.add_parser(model, help="translations of the first n held-out sources (PNG grid)")
+        parser.add_argument("run", help=f"run folder, e.g. runs/{model}_edges2digit")
+        parser.add_argument("--n", type=int, default=64)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
+        parser.add_argument("--device", default="auto")
+        parser.set_defaults(handler=sample_command, families=(model,))
+        parser = evaluate.add_parser(model, help="held-out L1 of the translations (CycleGAN: also cycle errors)")
+        parser.add_argument("run", help="run folder")
+        parser.add_argument("--device", default="auto")
+        parser.set_defaults(handler=evaluate_command, families=(model,))
 
 
 def _train_gan(args: argparse.Namespace) -> int:
@@ -103,27 +116,4 @@ def _train_translation(args: argparse.Namespace) -> int:
                                max_steps=args.max_steps)
     (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    return 0
-
-
-def _sample_gan(args: argparse.Namespace) -> int:
-    import torch
-    from torchvision.utils import save_image
-
-    from ppl_dgm.gan.experiment import load_gan_run, sample_gan
-
-    generator, config = load_gan_run(args.run, device=args.device)
-    rng = torch.Generator(device=next(generator.parameters()).device).manual_seed(args.seed)
-    images, nrow = sample_gan(generator, config, args.n, generator_rng=rng, truncation=args.truncation)
-    out = Path(args.out) if args.out else Path(args.run) / "samples_cli.png"
-    save_image(images.cpu(), out, nrow=nrow, padding=2, pad_value=1.0)
-    print(f"wrote {out}")
-    return 0
-
-
-def _evaluate_gan(args: argparse.Namespace) -> int:
-    from ppl_dgm.gan.experiment import evaluate_gan, load_gan_run
-
-    generator, config = load_gan_run(args.run, device=args.device)
-    print(json.dumps(evaluate_gan(generator, config, args.num_samples, cache_dir=args.classifier_dir, seed=args.seed), indent=2))
     return 0

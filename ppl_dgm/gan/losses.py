@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ppl_dgm._checks import check_same_shape
+
 __all__ = [
     "Objective",
     "OBJECTIVE_NAMES",
@@ -61,6 +63,7 @@ def _check_positive(name: str, value: object) -> float:
 
 def minimax_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     """−V(D, G) for D = σ(logits): −E log D(x) − E log(1 − D(G(z)))  (Goodfellow et al. 2014, eq. 1)."""
+    check_same_shape("real_logits", real_logits, "fake_logits", fake_logits)
     # log σ(l) = −softplus(−l), log(1 − σ(l)) = −softplus(l): stable for any logit.
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
@@ -80,6 +83,7 @@ def non_saturating_generator_loss(fake_logits: Tensor) -> Tensor:
 
 def least_squares_discriminator_loss(real: Tensor, fake: Tensor, a: float = 0.0, b: float = 1.0) -> Tensor:
     """½ E (D(x) − b)² + ½ E (D(G(z)) − a)²  (Mao et al. 2017, eq. 2)."""
+    check_same_shape("real", real, "fake", fake)
     return 0.5 * ((real - b) ** 2).mean() + 0.5 * ((fake - a) ** 2).mean()
 
 
@@ -93,6 +97,7 @@ def least_squares_generator_loss(fake: Tensor, c: float = 1.0) -> Tensor:
 
 def wasserstein_discriminator_loss(real: Tensor, fake: Tensor) -> Tensor:
     """Critic loss E f(G(z)) − E f(x), the negated Kantorovich–Rubinstein dual (Arjovsky et al. 2017, eq. 3)."""
+    check_same_shape("real", real, "fake", fake)
     return fake.mean() - real.mean()
 
 
@@ -103,6 +108,7 @@ def wasserstein_generator_loss(fake: Tensor) -> Tensor:
 
 def hinge_discriminator_loss(real: Tensor, fake: Tensor) -> Tensor:
     """E max(0, 1 − D(x)) + E max(0, 1 + D(G(z)))  (Lim & Ye 2017; Miyato et al. 2018, eq. 16)."""
+    check_same_shape("real", real, "fake", fake)
     return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
 
 
@@ -114,8 +120,7 @@ def hinge_generator_loss(fake: Tensor) -> Tensor:
 def gradient_penalty(discriminator: Callable[..., Tensor], real: Tensor, fake: Tensor, *condition: Tensor,
                      generator: torch.Generator | None = None) -> Tensor:
     """E (‖∇_x̂ D(x̂)‖₂ − 1)², x̂ = ε x + (1 − ε) x̃, ε ~ U[0, 1] per example (Gulrajani et al. 2017, eq. 3)."""
-    if real.shape != fake.shape:
-        raise ValueError(f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}")
+    check_same_shape("real", real, "fake", fake)
     shape = (real.shape[0],) + (1,) * (real.ndim - 1)
     epsilon = torch.rand(shape, generator=generator, device=real.device, dtype=real.dtype)
     interpolates = (epsilon * real.detach() + (1 - epsilon) * fake.detach()).requires_grad_(True)
@@ -233,10 +238,21 @@ def objective(name: str, **kwargs) -> Objective:
 # ---------------------------------------------------------------------- closed forms
 
 
+def _check_grid(p: Tensor, q: Tensor, weights: Tensor | float, d: Tensor | None = None) -> None:
+    """p, q (and d) of one shape, weights a number, a 0-dim tensor or of that shape: no silent broadcasting."""
+    check_same_shape("p", p, "q", q)
+    if d is not None:
+        check_same_shape("d", d, "p", p)
+    if isinstance(weights, Tensor):
+        if weights.ndim and weights.shape != p.shape:
+            raise ValueError(f"weights must be a number or a tensor of the shape of p, {tuple(p.shape)}, got {tuple(weights.shape)}")
+    elif isinstance(weights, bool) or not isinstance(weights, numbers.Real):
+        raise TypeError(f"weights must be a number or a tensor, got {type(weights).__name__}")
+
+
 def optimal_discriminator(p: Tensor, q: Tensor) -> Tensor:
     """D*(x) = p_data(x) / (p_data(x) + p_g(x)) for densities p, q (Goodfellow et al. 2014, Prop. 1)."""
-    if p.shape != q.shape:
-        raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
+    check_same_shape("p", p, "q", q)
     return p / (p + q)
 
 
@@ -245,13 +261,13 @@ def value_function(d: Tensor, p: Tensor, q: Tensor, weights: Tensor | float = 1.
 
     ``weights`` are quadrature weights (dx) for densities, 1 for probability vectors; 0 log 0 = 0.
     """
+    _check_grid(p, q, weights, d=d)
     return (weights * (torch.xlogy(p, d) + torch.xlogy(q, 1 - d))).sum()
 
 
 def generator_criterion(p: Tensor, q: Tensor, weights: Tensor | float = 1.0) -> Tensor:
     """C(G) = V(D*, G) = −log 4 + 2·JSD(p ‖ q), in nats (Goodfellow et al. 2014, Thm. 1, eq. 6)."""
-    if p.shape != q.shape:
-        raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
+    _check_grid(p, q, weights)
     total = torch.where(p + q > 0, p + q, torch.ones_like(p))  # D* is arbitrary where both densities vanish
     # V(D*, G) with D* = p / (p + q) and 1 − D* = q / (p + q) formed directly (no 1 − D* underflow)
     return (weights * (torch.xlogy(p, p / total) + torch.xlogy(q, q / total))).sum()

@@ -171,3 +171,28 @@ def train_translation(config: TranslationConfig, run_dir: str | os.PathLike, *, 
     run.save_grid(grid, "samples.png", nrow=10)
     return {"epochs_done": len(history), "steps": run.checkpoint.load()["step"],
             "train_seconds": time.perf_counter() - started, "device": str(device), **metrics}
+
+
+@torch.no_grad()
+def translate_test_sources(generator: nn.Module, config: TranslationConfig, n: int) -> Tensor:
+    """The translations (n, 1, H, W) in [0, 1] of the first ``n`` held-out sources (A → B for CycleGAN)."""
+    device = next(generator.parameters()).device
+    source = load_pairs(config.task, "test").tensors[0]
+    if n > len(source):
+        raise ValueError(f"n={n} exceeds the {len(source)} held-out sources of task {config.task!r}")
+    forward = generator if config.model == "pix2pix" else generator["ab"]
+    was_training = generator.training
+    generator.eval()
+    try:
+        return ((forward(source[:n].to(device) * 2 - 1) + 1) / 2).clamp(0, 1)
+    finally:
+        generator.train(was_training)
+
+
+def load_translation_run(run_dir: str | os.PathLike, device: str | torch.device = "auto") -> tuple[nn.Module, TranslationConfig]:
+    """The trained generator (CycleGAN: ModuleDict {"ab", "ba"}) in eval mode and the config of a run folder."""
+    run = RunDir(run_dir)
+    config = TranslationConfig(**run.read_config())
+    generator, _ = build_translation_networks(config)
+    generator.load_state_dict(run.checkpoint.load(map_location="cpu")["generator"])
+    return generator.to(resolve_device(device)).eval(), config

@@ -13,6 +13,7 @@ _HELP = {"gmm": "Gaussian mixture by exact EM on dequantized digits", "fa": "fac
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
+    from ppl_dgm.cli import evaluate_command
     from ppl_dgm.lvm.experiment import LVMConfig
 
     defaults = LVMConfig()
@@ -35,7 +36,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
         parser = evaluate.add_parser(model, help=f"held-out log-likelihood per digit of a trained {model} run")
         parser.add_argument("run", help=f"run folder, e.g. runs/{model}_digits")
         parser.add_argument("--device", default="cpu")
-        parser.set_defaults(handler=_evaluate)
+        parser.set_defaults(handler=evaluate_command, families=("lvm",))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -46,14 +47,4 @@ def _train(args: argparse.Namespace) -> int:
     result = train_lvm(config, run_dir, device=args.device)
     print(json.dumps(result, indent=2))
     print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, results.json)")
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from ppl_dgm.lvm.experiment import digits_vectors, load_lvm_run
-
-    model, config = load_lvm_run(args.run, device=args.device)
-    test_x, _ = digits_vectors("test", config.seed)
-    parameter = next(model.parameters())
-    print(json.dumps({"model": config.model, "test_log_likelihood_nats": model.log_likelihood(test_x.to(parameter.device))}, indent=2))
     return 0

@@ -1,6 +1,8 @@
 """The Gaussian mixture as a Pyro program with an enumerated assignment, and its exact EM (Bishop PRML §9.2)."""
 from __future__ import annotations
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -31,8 +33,8 @@ class GaussianMixture(PyroModule):
         self.data_dim = check_positive_int("data_dim", data_dim)
         if covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}")
-        if not (isinstance(reg_covar, (int, float)) and reg_covar >= 0):
-            raise ValueError(f"reg_covar must be a non-negative float, got {reg_covar!r}")
+        if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float)) or not 0 <= reg_covar < math.inf:
+            raise ValueError(f"reg_covar must be a finite non-negative float, got {reg_covar!r}")
         self.covariance_type, self.reg_covar = covariance_type, float(reg_covar)
         K, D = num_components, data_dim
         self.weights = PyroParam(torch.full((K,), 1.0 / K), constraint=constraints.simplex)

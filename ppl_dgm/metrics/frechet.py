@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ppl_dgm._checks import check_positive_int
+from ppl_dgm._checks import check_finite, check_positive_int
 
 __all__ = [
     "DigitClassifier",
@@ -49,27 +49,58 @@ class DigitClassifier(nn.Module):
         return self.head(self.trunk(x))
 
 
+def _symmetric_psd_eigenvalues(name: str, covariance: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Eigenvalues and vectors of a float64 covariance, or raise naming ``name`` if it is not symmetric PSD.
+
+    Rounding slack as scipy's ``_eigvalsh_to_eps`` (``stats.multivariate_normal``): 1e6 ε·max|λ| when the
+    caller's ``dtype`` is float64, else 1e3 ε of that dtype.
+    """
+    finfo = torch.finfo(dtype if dtype.is_floating_point else torch.float64)
+    slack = (1e6 if finfo.eps == torch.finfo(torch.float64).eps else 1e3) * finfo.eps
+    asymmetry = float((covariance - covariance.T).abs().max())
+    if asymmetry > slack * float(covariance.abs().max()):
+        raise ValueError(f"{name} must be a symmetric covariance matrix, got max |{name} - {name}.T| = {asymmetry:.3g}")
+    values, vectors = torch.linalg.eigh(covariance)
+    if float(values.min()) < -slack * float(values.abs().max()):
+        raise ValueError(f"{name} must be positive semi-definite, got smallest eigenvalue {float(values.min()):.6g}")
+    return values, vectors
+
+
 def frechet_distance(mean1: Tensor, covariance1: Tensor, mean2: Tensor, covariance2: Tensor) -> float:
     """‖μ₁ − μ₂‖² + Tr(Σ₁ + Σ₂ − 2 (Σ₁Σ₂)^{1/2}), the squared W₂ between Gaussians (Dowson & Landau 1982; Heusel et al. 2017, eq. 6).
 
-    Tr (Σ₁Σ₂)^{1/2} = Σ √λ of the PSD matrix Σ₁^{1/2} Σ₂ Σ₁^{1/2} (eigendecompositions, float64).
+    Tr (Σ₁Σ₂)^{1/2} = Σ √λ of the PSD matrix Σ₁^{1/2} Σ₂ Σ₁^{1/2} (eigendecompositions, float64). Raises on
+    non-finite entries and on covariances that are not symmetric positive semi-definite.
     """
-    mean1, mean2, covariance1, covariance2 = (t.detach().to(torch.float64) for t in (mean1, mean2, covariance1, covariance2))
+    arguments = {"mean1": mean1, "covariance1": covariance1, "mean2": mean2, "covariance2": covariance2}
+    for name, value in arguments.items():
+        check_finite(name, value)
     if mean1.shape != mean2.shape or covariance1.shape != covariance2.shape or covariance1.shape != mean1.shape * 2:
-        raise ValueError(f"means (d,) and covariances (d, d) must match, got {tuple(mean1.shape)}, {tuple(covariance1.shape)}, "
-                         f"{tuple(mean2.shape)}, {tuple(covariance2.shape)}")
-    values, vectors = torch.linalg.eigh(covariance1)
+        raise ValueError("means (d,) and covariances (d, d) must match, got "
+                         + ", ".join(f"{name} of shape {tuple(value.shape)}" for name, value in arguments.items()))
+    dtypes = (covariance1.dtype, covariance2.dtype)
+    mean1, mean2, covariance1, covariance2 = (t.detach().to(torch.float64) for t in (mean1, mean2, covariance1, covariance2))
+    values, vectors = _symmetric_psd_eigenvalues("covariance1", covariance1, dtypes[0])
+    _symmetric_psd_eigenvalues("covariance2", covariance2, dtypes[1])
     sqrt1 = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
     middle = sqrt1 @ covariance2 @ sqrt1
     trace_sqrt = torch.linalg.eigvalsh(0.5 * (middle + middle.T)).clamp(min=0).sqrt().sum()
     return float(((mean1 - mean2) ** 2).sum() + covariance1.trace() + covariance2.trace() - 2 * trace_sqrt)
 
 
+def _check_feature_pair(features1: Tensor, features2: Tensor, min_rows: int) -> tuple[Tensor, Tensor]:
+    """Both feature sets as float64 (N, d) with one d and N >= ``min_rows``, finite; else raise naming the argument."""
+    for name, value in (("features1", features1), ("features2", features2)):
+        check_finite(name, value)
+    if features1.ndim != 2 or features2.ndim != 2 or features1.shape[1] != features2.shape[1] or min(len(features1), len(features2)) < min_rows:
+        raise ValueError(f"features must be (N, d) with the same d and N >= {min_rows}, got features1 of shape "
+                         f"{tuple(features1.shape)} and features2 of shape {tuple(features2.shape)}")
+    return features1.detach().double(), features2.detach().double()
+
+
 def frechet_distance_of_features(features1: Tensor, features2: Tensor) -> float:
     """FD between Gaussians fitted (mean, unbiased covariance) to features (N₁, d) and (N₂, d)."""
-    if features1.ndim != 2 or features2.ndim != 2 or features1.shape[1] != features2.shape[1] or min(len(features1), len(features2)) < 2:
-        raise ValueError(f"features must be (N, d) with the same d and N >= 2, got {tuple(features1.shape)} and {tuple(features2.shape)}")
-    f1, f2 = features1.detach().double(), features2.detach().double()
+    f1, f2 = _check_feature_pair(features1, features2, min_rows=2)
     return frechet_distance(f1.mean(0), torch.cov(f1.T), f2.mean(0), torch.cov(f2.T))
 
 
@@ -78,12 +109,10 @@ def kernel_distance(features1: Tensor, features2: Tensor, *, num_subsets: int = 
     """KID: mean and std over subsets of the unbiased MMD² with k(x, y) = (xᵀy / d + 1)³ (Bińkowski et al. 2018, sec. 3 / eq. 4)."""
     check_positive_int("num_subsets", num_subsets)
     check_positive_int("subset_size", subset_size)
-    if features1.ndim != 2 or features2.ndim != 2 or features1.shape[1] != features2.shape[1]:
-        raise ValueError(f"features must be (N, d) with the same d, got {tuple(features1.shape)} and {tuple(features2.shape)}")
-    f1, f2 = features1.detach().double(), features2.detach().double()
+    f1, f2 = _check_feature_pair(features1, features2, min_rows=2)
     size = min(subset_size, len(f1), len(f2))
     if size < 2:
-        raise ValueError(f"KID needs at least 2 examples in each set, got {len(f1)} and {len(f2)}")
+        raise ValueError(f"KID needs subset_size >= 2, got subset_size={subset_size}")
     dim = f1.shape[1]
     estimates = []
     for _ in range(num_subsets):
@@ -111,9 +140,14 @@ def feature_classifier(dataset: str = "mnist5k", *, path: str | os.PathLike | No
     path = Path(path) if path is not None else Path(cache_dir) / "feature_classifier" / f"{dataset}_seed{seed}.pt"
     device = resolve_device(device)
     if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        classifier = DigitClassifier(**state["shape"])
-        classifier.load_state_dict(state["state_dict"])
+        from ppl_dgm.train.checkpoint import CorruptFileError, safe_torch_load
+
+        state = safe_torch_load(path, what="feature-classifier cache")
+        try:
+            classifier = DigitClassifier(**state["shape"])
+            classifier.load_state_dict(state["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as error:
+            raise CorruptFileError(f"feature-classifier cache {str(path)!r} is not a classifier written by ppl_dgm: {error}; delete it to retrain") from None
         classifier.test_accuracy, classifier.cache_path = state["test_accuracy"], path
         return classifier.to(device).eval()
     torch.manual_seed(seed)
@@ -155,6 +189,7 @@ def sample_quality(samples: Tensor, dataset: str = "mnist5k", *, reference: str 
     """
     from ppl_dgm.data import load_dataset
 
+    check_finite("samples", samples)
     if samples.min() < -1e-3 or samples.max() > 1 + 1e-3:
         raise ValueError(f"samples must lie in [0, 1] (images, not model space), got values in [{float(samples.min()):.3g}, {float(samples.max()):.3g}]")
     classifier = classifier or feature_classifier(dataset, cache_dir=cache_dir, seed=seed, device=device)

@@ -6,6 +6,7 @@ sec. 5.1); a mode counts as covered when at least ``min_count`` high-quality sam
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -29,6 +30,8 @@ def mode_coverage(samples: Tensor, centers: Tensor | str, std: float | None = No
         raise ValueError(f"std must be a float > 0, got {std!r}")
     if samples.ndim != 2 or samples.shape[1] != centers.shape[1] or samples.shape[0] == 0:
         raise ValueError(f"samples must have shape (N, {centers.shape[1]}) with N >= 1, got {tuple(samples.shape)}")
+    if isinstance(num_stds, bool) or not isinstance(num_stds, numbers.Real) or not 0 < num_stds < math.inf:
+        raise ValueError(f"num_stds must be a finite float > 0, got {num_stds!r}")
     if isinstance(min_count, bool) or not isinstance(min_count, numbers.Integral) or min_count < 1:
         raise ValueError(f"min_count must be an int >= 1, got {min_count!r}")
     samples = samples.detach().to(torch.float64)

@@ -41,6 +41,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser, model: str) -> None
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
+    from ppl_dgm.cli import evaluate_command, sample_command
     from ppl_dgm.sde.experiment import SAMPLERS
 
     _add_training_arguments(train.add_parser("score-sde", help="ε-network by continuous DSM on a VP/sub-VP/VE SDE (Song et al. 2021)"), "score-sde")
@@ -57,7 +58,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_<sampler>.png)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=_sample)
+    parser.set_defaults(handler=sample_command, families=("score-sde", "ncsn"))
 
     parser = evaluate.add_parser("score-sde", help="held-out ODE NLL (nats per 2-D point, bits/dim for images)")
     parser.add_argument("run")
@@ -66,7 +67,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=_evaluate)
+    parser.set_defaults(handler=evaluate_command, families=("score-sde", "ncsn"))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -79,34 +80,4 @@ def _train(args: argparse.Namespace) -> int:
                          amp=args.amp)
     (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    return 0
-
-
-def _sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from ppl_dgm.sde.experiment import _save_samples, load_score_run, sample_score_run
-    from ppl_dgm.train.runs import RunDir
-
-    net, config = load_score_run(args.run, device=args.device)
-    generator = torch.Generator(device=next(net.parameters()).device).manual_seed(args.seed)
-    sampler = args.sampler or config.default_sampler
-    samples = sample_score_run(net, config, args.n, sampler=sampler, steps=args.steps, step_size=args.step_size, generator=generator,
-                               progress=not args.no_progress)
-    out = Path(args.out) if args.out else Path(args.run) / f"samples_{sampler}.png"
-    run = RunDir(out.parent)
-    _save_samples(run, config, samples, out.name)
-    print(f"wrote {out}")
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from ppl_dgm.sde.experiment import evaluate_score_run, load_score_run
-
-    net, config = load_score_run(args.run, device=args.device)
-    generator = torch.Generator(device=next(net.parameters()).device).manual_seed(args.seed)
-    print(json.dumps(evaluate_score_run(net, config, args.num_examples, batch_size=args.batch_size, generator=generator,
-                                        progress=not args.no_progress), indent=2))
     return 0

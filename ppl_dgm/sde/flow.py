@@ -23,6 +23,7 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
+from ppl_dgm._checks import check_finite, check_positive_int
 from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize
 from ppl_dgm.sde.reverse import model_device_dtype, start_noise
 from ppl_dgm.sde.sdes import check_sde, SDE, check_time_range, score_fn
@@ -130,6 +131,7 @@ def ode_log_likelihood(eps_model, sde: SDE, x: Tensor, *, eps: float = 1e-5, rto
 
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2:
         raise TypeError(f"x must be a floating tensor (B, ...) with at least 2 dims, got {type(x).__name__} {getattr(x, 'shape', '')}")
+    check_finite("x", x)  # a NaN point would integrate to a NaN log-likelihood
     check_sde(sde)
     eps = check_time_range("eps", eps, sde.T)
     rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
@@ -166,7 +168,7 @@ def ode_log_likelihood(eps_model, sde: SDE, x: Tensor, *, eps: float = 1e-5, rto
 def ode_bits_per_dim(eps_model, sde: SDE, images: Tensor, *, batch_size: int = 64, eps: float = 1e-5, rtol: float = 1e-5,
                      atol: float = 1e-5, divergence: str = "hutchinson", generator: torch.Generator | None = None,
                      progress: bool = False) -> dict[str, float]:
-    """Bits/dim of 8-bit images in [0, 1] under the ODE model on [−1, 1] (uniform dequantization, DESIGN.md).
+    """Bits/dim of 8-bit images in [0, 1] under the ODE model on [−1, 1] (uniform dequantization, docs/design.md).
 
     x̃ = (k + u)/256 ∈ [0, 1), modeled as 2x̃ − 1: −log p(x̃) = −log p_model(2x̃ − 1) − D log 2, then
     bits/dim adds D log 256 (``metrics.likelihood.bits_per_dim``). Returns mean bits/dim, nats, NFE.
@@ -175,6 +177,7 @@ def ode_bits_per_dim(eps_model, sde: SDE, images: Tensor, *, batch_size: int = 6
 
     if not isinstance(images, Tensor) or images.ndim != 4:
         raise ValueError(f"images must be a (N, C, H, W) tensor in [0, 1], got {getattr(images, 'shape', type(images).__name__)}")
+    check_positive_int("batch_size", batch_size)
     dims = images[0].numel()
     total_nats, total_nfe, count = 0.0, 0, 0
     for begin in tqdm(range(0, images.shape[0], batch_size), desc="ode bits/dim", disable=not progress, leave=False):

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ppl_dgm._checks import check_positive_int
+from ppl_dgm._checks import check_positive_int, check_shape
 from ppl_dgm.sde.losses import check_sigmas
 from ppl_dgm.sde.reverse import model_device_dtype
 
@@ -53,9 +53,7 @@ def annealed_langevin(score_model: Callable[[Tensor, Tensor], Tensor], sigmas: T
     device, dtype = model_device_dtype(score_model, device)
     dtype = x_init.dtype if x_init is not None and not isinstance(score_model, torch.nn.Module) else dtype
     if x_init is None:
-        if isinstance(shape, int) or not all(isinstance(s, numbers.Integral) and s >= 1 for s in shape):
-            raise ValueError(f"shape must be a sequence of positive ints (B, ...), got {shape!r}")
-        x = torch.rand(tuple(shape), generator=generator, device=device, dtype=dtype)
+        x = torch.rand(check_shape(shape), generator=generator, device=device, dtype=dtype)
     else:
         x = x_init.to(device=device, dtype=dtype).clone()
     alphas = (step_size * sigmas**2 / sigmas[-1] ** 2).tolist()  # α_i = ε σ_i²/σ_L² (Alg. 1, line 3)

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ppl_dgm._checks import check_same_shape
 from ppl_dgm.nn.functional import expand_like
 from ppl_dgm.sde.sdes import SDE, check_sde, check_time_range
 
@@ -62,6 +63,7 @@ def dsm_loss(score_model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, sigmas
     noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     perturbed = x0 + expand_like(sigma, x0) * noise  # x̃ ~ N(x, σ² I) (Vincent 2011)
     score = score_model(perturbed, sigma)
+    check_same_shape("score_model's output", score, "x0", x0)  # a (B, 1) output would broadcast silently
     # λ(σ)·‖s + (x̃ − x)/σ²‖² = ‖σ s + z‖² (Song & Ermon 2019, eq. 6 with λ = σ²)
     losses = 0.5 * (expand_like(sigma, x0) * score + noise).pow(2).reshape(x0.shape[0], -1).sum(1)
     return _reduce(losses, reduction)
@@ -84,6 +86,7 @@ def score_sde_loss(eps_model: Callable[..., Tensor], sde: SDE, x0: Tensor, y: Te
     perturbed = expand_like(coefficient.to(x0.dtype), x0) * x0 + expand_like(std.to(x0.dtype), x0) * noise
     time = t.to(x0.dtype)
     prediction = eps_model(perturbed, time) if y is None else eps_model(perturbed, time, y)
+    check_same_shape("eps_model's output", prediction, "x0", x0)
     if likelihood_weighting:  # ½ g² ‖s_θ + z/σ‖² with s_θ = −ε_θ/σ
         weight = (sde._diffusion(t) / std) ** 2
         losses = 0.5 * weight.to(x0.dtype) * (noise - prediction).pow(2).reshape(batch, -1).sum(1)

@@ -35,6 +35,8 @@ def start_noise(sde: SDE, shape, x_T: Tensor | None, generator, device, dtype) -
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an SDE (VPSDE, SubVPSDE, VESDE), got {type(sde).__name__}")
     if x_T is not None:
+        if not isinstance(x_T, Tensor) or not x_T.is_floating_point() or x_T.ndim < 1:
+            raise TypeError(f"x_T must be a floating tensor (B, ...) or None, got {x_T.dtype if isinstance(x_T, Tensor) else type(x_T).__name__}")
         return x_T.to(device=device, dtype=dtype).clone()
     return sde.prior_sampling(shape, generator, device=device, dtype=dtype)
 

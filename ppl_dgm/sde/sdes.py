@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ppl_dgm._checks import check_shape
 from ppl_dgm.nn.functional import expand_like
 
 __all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "ReverseSDE", "score_fn", "check_time_range", "check_sde"]
@@ -67,7 +68,10 @@ class SDE(abc.ABC):
             t = torch.full((x.shape[0],), float(t), dtype=torch.float64, device=x.device)
         if not isinstance(t, Tensor) or not t.is_floating_point() or t.shape != (x.shape[0],):
             raise ValueError(f"t must be a float or a float tensor of shape ({x.shape[0]},) matching x, got {t!r:.80}")
-        if not allow_outside and bool(((t < 0) | (t > self.T)).any()):
+        if not allow_outside and not bool(((t >= 0) & (t <= self.T)).all()):  # written so that NaN fails too
+            num_nan = int(torch.isnan(t).sum())
+            if num_nan:
+                raise ValueError(f"t must lie in [0, T={self.T}], got {num_nan} NaN value(s) of {t.numel()}")
             raise ValueError(f"t must lie in [0, T={self.T}], got values in [{float(t.min()):.6g}, {float(t.max()):.6g}]")
         return t
 
@@ -85,10 +89,9 @@ class SDE(abc.ABC):
 
     def prior_sampling(self, shape, generator: torch.Generator | None = None, *, device=None, dtype=torch.float32) -> Tensor:
         """x_T ~ N(0, prior_std² I) of ``shape`` (B, ...)."""
-        if isinstance(shape, int) or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in shape):
-            raise ValueError(f"shape must be a sequence of positive ints (B, ...), got {shape!r}")
+        shape = check_shape(shape)
         device = device if device is not None else (generator.device if generator is not None else "cpu")
-        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype) * self.prior_std
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype) * self.prior_std
 
     def prior_logp(self, z: Tensor) -> Tensor:
         """log N(z; 0, prior_std² I) in nats per example, shape (B,), float64."""

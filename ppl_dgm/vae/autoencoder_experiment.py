@@ -20,7 +20,8 @@ from ppl_dgm.vae.autoencoder import NOISE_TYPES, RECONSTRUCTION_LOSSES, Autoenco
 from ppl_dgm.vae.experiment import ARCHITECTURES, VAEConfig, vae_data, write_grids
 from ppl_dgm.vae.vqvae import VQVAE
 
-__all__ = ["AEConfig", "VQVAEConfig", "build_autoencoder", "train_autoencoder", "evaluate_autoencoder", "train_vqvae", "evaluate_vqvae"]
+__all__ = ["AEConfig", "VQVAEConfig", "build_autoencoder", "build_vqvae", "train_autoencoder", "evaluate_autoencoder", "train_vqvae",
+           "evaluate_vqvae", "load_autoencoder_run"]
 
 
 @dataclass
@@ -181,11 +182,25 @@ def train_vqvae(
     torch.manual_seed(config.seed)
     train_data = load_dataset(config.dataset, "train", root=config.data_root)
     test_data = load_dataset(config.dataset, "test", root=config.data_root)
-    model = VQVAE(dataset_image_shape(config.dataset), config.num_codes, config.code_dim, config.channels,
-                  config.beta, config.ema_decay, config.restart_dead_codes)
+    model = build_vqvae(config)
     result = _train_deterministic(
         model, config, run_dir, train_data, test_data, lambda batch: model.losses(batch[0])["reconstruction"],
         device=device, resume=resume, progress=progress, max_steps=max_steps, description="vqvae",
     )
     result.update(evaluate_vqvae(model, test_data))
     return result
+
+
+def build_vqvae(config: VQVAEConfig) -> VQVAE:
+    return VQVAE(dataset_image_shape(config.dataset), config.num_codes, config.code_dim, config.channels,
+                 config.beta, config.ema_decay, config.restart_dead_codes)
+
+
+def load_autoencoder_run(run_dir: str | os.PathLike, device: str | torch.device = "auto") -> tuple[Autoencoder | VQVAE, AEConfig | VQVAEConfig]:
+    """The trained (denoising) autoencoder or VQ-VAE (eval mode) and its config, from a run folder."""
+    run = RunDir(run_dir)
+    saved = run.read_config()
+    config = VQVAEConfig(**saved) if "num_codes" in saved else AEConfig(**saved)
+    model = build_vqvae(config) if isinstance(config, VQVAEConfig) else build_autoencoder(config)
+    model.load_state_dict(run.checkpoint.load(map_location="cpu")["module"])
+    return model.to(resolve_device(device)).eval(), config

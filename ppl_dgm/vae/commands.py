@@ -96,18 +96,26 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-progress", action="store_true")
 
+    from ppl_dgm.cli import evaluate_command, sample_command
+
     for model in ("vae", "hvae"):
-        for subparsers, handler, help_text in ((sample, _sample, "write a grid of samples from a trained run"), (evaluate, _evaluate, "held-out ELBO / IWAE of a trained run")):
+        for subparsers, handler, help_text in ((sample, sample_command, "write a grid of samples from a trained run"), (evaluate, evaluate_command, "held-out ELBO / IWAE of a trained run")):
             parser = subparsers.add_parser(model, help=help_text)
             parser.add_argument("run", help=f"run folder, e.g. runs/{model}_mnist5k_bernoulli_mlp")
             parser.add_argument("--device", default="auto")
-            if handler is _sample:
+            if handler is sample_command:
                 parser.add_argument("--n", type=int, default=64)
                 parser.add_argument("--seed", type=int, default=0)
                 parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
             else:
                 parser.add_argument("--iwae-k", type=int, default=None, help="importance samples for the IWAE bound (e.g. 1000)")
-            parser.set_defaults(handler=handler)
+            parser.set_defaults(handler=handler, families=(model,))
+    for model, help_text in (("ae", "held-out reconstruction error of an autoencoder run"), ("dae", "held-out reconstruction error of a denoising autoencoder run"),
+                             ("vqvae", "held-out MSE and codebook perplexity of a VQ-VAE run")):
+        parser = evaluate.add_parser(model, help=help_text)
+        parser.add_argument("run", help=f"run folder, e.g. runs/{model}_mnist5k")
+        parser.add_argument("--device", default="auto")
+        parser.set_defaults(handler=evaluate_command, families=(model,))
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -150,27 +158,4 @@ def _train_vqvae(args: argparse.Namespace) -> int:
     result = train_vqvae(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
     RunDir(run_dir).write_results(result)
     print(json.dumps(result, indent=2))
-    return 0
-
-
-def _sample(args: argparse.Namespace) -> int:
-    import torch
-    from torchvision.utils import save_image
-
-    from ppl_dgm.vae.experiment import load_vae_run
-
-    vae, _ = load_vae_run(args.run, device=args.device)
-    parameter = next(vae.parameters())
-    images = vae.sample(args.n, generator=torch.Generator(device=parameter.device).manual_seed(args.seed))
-    out = Path(args.out) if args.out else Path(args.run) / "samples_cli.png"
-    save_image(images.cpu(), out, nrow=8, pad_value=1.0)
-    print(f"wrote {out}")
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from ppl_dgm.vae.experiment import evaluate_vae, load_vae_run, vae_data
-
-    vae, config = load_vae_run(args.run, device=args.device)
-    print(json.dumps(evaluate_vae(vae, config, vae_data(config, "test"), k=args.iwae_k), indent=2))
     return 0

@@ -47,17 +47,20 @@ class GaussianLikelihood(nn.Module):
     def __init__(self, event_shape: Sequence[int], scale: float | None = None, init_scale: float = 0.1, min_scale: float = 1e-3):
         super().__init__()
         self.event_shape = tuple(event_shape)
+        # `not x >= 0` rejects NaN, which would otherwise make every log-likelihood NaN
+        if not min_scale >= 0 or not math.isfinite(float(min_scale)):
+            raise ValueError(f"min_scale must be a finite float >= 0, got {min_scale!r}")
         self.min_scale = min_scale
         if scale is None:
-            if init_scale <= min_scale:
-                raise ValueError(f"init_scale must exceed min_scale={min_scale}, got {init_scale}")
+            if not init_scale > min_scale or not math.isfinite(float(init_scale)):
+                raise ValueError(f"init_scale must be finite and exceed min_scale={min_scale}, got {init_scale!r}")
             # softplus(raw) + min_scale = init_scale at start
             raw = math.log(math.expm1(init_scale - min_scale))
             self.raw_scale = nn.Parameter(torch.full(self.event_shape, raw))
             self.fixed_scale = None
         else:
-            if not scale > 0:
-                raise ValueError(f"scale must be positive or None (learned), got {scale!r}")
+            if not scale > 0 or not math.isfinite(float(scale)):
+                raise ValueError(f"scale must be positive and finite, or None (learned), got {scale!r}")
             self.raw_scale = None
             self.fixed_scale = float(scale)
 

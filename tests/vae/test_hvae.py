@@ -93,3 +93,18 @@ def test_hvae_errors():
         mlp_hvae((1, 8, 8), latent_dims=(0, 2))
     with pytest.raises(ValueError, match="n must be a positive int, got 0"):
         mlp_hvae((1, 8, 8)).sample(0)
+
+
+def test_package_exports_the_hvae_and_vqvae_of_their_modules():
+    import subprocess
+    import sys
+
+    import ppl_dgm.vae
+    from ppl_dgm.vae import hvae, vqvae
+
+    for name, module in (("HVAE", hvae), ("mlp_hvae", hvae), ("VQVAE", vqvae), ("VectorQuantizer", vqvae)):
+        assert getattr(ppl_dgm.vae, name) is getattr(module, name)
+        assert name in ppl_dgm.vae.__all__
+    # the package import stays lean: the SDE solvers and ArviZ load only in the modules that use them
+    check = "import sys, ppl_dgm.vae; print(','.join(m for m in ('torchsde', 'torchdiffeq', 'arviz') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout.strip() == ""

@@ -1,0 +1,362 @@
+"""``ppl_dgm.load_run``: one way back into every trained run folder (docs/design.md, "Runs").
+
+A run folder holds ``config.json`` (the family's config dataclass), ``checkpoint.pt`` (loaded with
+``weights_only=True``), ``metrics.jsonl`` and ``results.json``. :func:`load_run` recognizes the family
+from the config's fields, rebuilds the network, loads the weights the family samples with (EMA where it
+keeps them) and returns a :class:`Run` whose ``sample`` and ``evaluate`` are what ``ppl-dgm sample|eval``
+call. Families are listed once, in :data:`FAMILIES`; each entry names the config class and the few
+functions of its experiment module that do the work.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ppl_dgm._checks import check_positive_int
+
+__all__ = ["Run", "load_run", "run_family", "FAMILIES", "WrongFamilyError"]
+
+
+class WrongFamilyError(ValueError):
+    """A run folder of one family was given where another was expected."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where a family's config class lives, and which value of its ``kind_field`` (if any) selects it."""
+
+    name: str
+    config: str  # "module:Class"
+    kind_field: str | None = None
+    kind_values: tuple[Any, ...] = ()
+
+    def config_class(self) -> type:
+        module, name = self.config.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("vae", "ppl_dgm.vae.experiment:VAEConfig", "model", ("vae",)),
+    Family("hvae", "ppl_dgm.vae.experiment:VAEConfig", "model", ("hvae",)),
+    Family("ae", "ppl_dgm.vae.autoencoder_experiment:AEConfig", "corruption", (0, 0.0)),
+    Family("dae", "ppl_dgm.vae.autoencoder_experiment:AEConfig"),  # corruption > 0
+    Family("vqvae", "ppl_dgm.vae.autoencoder_experiment:VQVAEConfig"),
+    Family("ddpm", "ppl_dgm.diffusion.experiment:DDPMConfig"),
+    Family("latent-ddpm", "ppl_dgm.diffusion.latent:LatentDDPMConfig"),
+    Family("score-sde", "ppl_dgm.sde.experiment:ScoreConfig", "model", ("score-sde",)),
+    Family("ncsn", "ppl_dgm.sde.experiment:ScoreConfig", "model", ("ncsn",)),
+    Family("gan", "ppl_dgm.gan.experiment:GANConfig"),
+    Family("pix2pix", "ppl_dgm.gan.translation:TranslationConfig", "model", ("pix2pix",)),
+    Family("cyclegan", "ppl_dgm.gan.translation:TranslationConfig", "model", ("cyclegan",)),
+    Family("lvm", "ppl_dgm.lvm.experiment:LVMConfig"),
+)
+FAMILY_NAMES = tuple(family.name for family in FAMILIES)
+_EXTRA_KEYS = {"latent-ddpm": {"vae_run"}}  # saved next to the config's own fields
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    from ppl_dgm.train.runs import RunDir
+
+    return RunDir(path).read_config()
+
+
+def run_family(path: str | os.PathLike) -> str:
+    """The family name (``"vae"``, ``"ddpm"``, ...) of the run folder ``path``, from its config.json's fields."""
+    path = Path(path)
+    saved = _read_config(path)
+    keys = set(saved)
+    best, best_missing = None, None
+    for family in FAMILIES:
+        names = {f.name for f in fields(family.config_class())} | _EXTRA_KEYS.get(family.name, set())
+        if not keys <= names:
+            continue
+        missing = len(names - keys)  # fields added after the run was written take their defaults
+        if family.kind_field is not None and family.kind_values and saved.get(family.kind_field, None) not in family.kind_values:
+            continue
+        if best_missing is None or missing < best_missing:
+            best, best_missing = family, missing
+    if best is None:
+        raise ValueError(f"run folder {str(path)!r}: config.json matches no ppl_dgm family (keys {sorted(keys)}); "
+                         f"known families: {FAMILY_NAMES}")
+    return best.name
+
+
+def _image_grid_rows(family: str, config: Any, n: int) -> int:
+    conditional = (family == "ddpm" and config.class_conditional) or (family == "gan" and config.arch == "cgan")
+    return max(1, n // 10) if conditional else 8
+
+
+class Run:
+    """A trained run: ``config``, ``model`` (the weights it samples with; EMA where the family keeps one),
+    ``metrics`` (metrics.jsonl records), ``results`` (results.json), ``sample`` and ``evaluate``."""
+
+    def __init__(self, path: Path, family: str, config: Any, model: Any, device: torch.device):
+        self.path, self.family, self.config, self.model, self.device = path, family, config, model, device
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, family={self.family!r})"
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        from ppl_dgm.train.runs import RunDir
+
+        return RunDir(self.path).read_metrics()
+
+    @property
+    def results(self) -> dict[str, Any]:
+        path = self.path / "results.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def sample(self, n: int, *, sampler: str | None = None, steps: int | None = None, seed: int = 0, progress: bool = False,
+               **options: Any) -> torch.Tensor:
+        """``n`` samples: images (n, C, H, W) in [0, 1], or points (n, 2) for toy 2-D runs. Class-conditional runs
+        give n // 10 per class (labels 0..9 in order); translation runs translate the first n held-out sources.
+
+        ``sampler``/``steps`` choose the family's sampler and its number of steps (``None``: the run's default);
+        ``seed`` seeds a ``torch.Generator`` on the run's device; other ``options`` go to the family's sampler
+        (``eta``, ``guidance_scale``, ``step_size``, ``truncation``). A family without that choice says so.
+        """
+        n = check_positive_int("n", n)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        if steps is not None:
+            check_positive_int("steps", steps)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        return _SAMPLE[_group(self.family)](self, n, sampler, steps, generator, progress, options)
+
+    def evaluate(self, *, progress: bool = False, **options: Any) -> dict[str, Any]:
+        """The family's held-out figures (ELBO/IWAE nats, bits/dim, ODE NLL, FD/KID, L1, log-likelihood)."""
+        if self.family in ("ddpm", "score-sde"):
+            options["progress"] = progress
+        return _EVALUATE[_group(self.family)](self, options)
+
+    def grid_rows(self, n: int) -> int:
+        """Images per row of a sample grid: one row per class for class-conditional runs, else 8."""
+        return _image_grid_rows(self.family, self.config, n)
+
+
+def load_run(path: str | os.PathLike, *, device: str | torch.device = "auto", family: str | tuple[str, ...] | None = None) -> Run:
+    """The run in folder ``path``; with ``family`` (a name or a tuple of names) set, a folder of another family raises
+    :class:`WrongFamilyError` naming what it is. Checkpoints are read with ``weights_only=True``: a file that would
+    run code is refused."""
+    from ppl_dgm.train.device import resolve_device
+
+    path = Path(path)
+    expected = (family,) if isinstance(family, str) else family
+    for name in expected or ():
+        if name not in FAMILY_NAMES:
+            raise ValueError(f"family={name!r} is not known; expected one of {FAMILY_NAMES}")
+    found = run_family(path)
+    if expected is not None and found not in expected:
+        raise WrongFamilyError(f"{str(path)!r} is a {found} run, not a {' or '.join(expected)} run; "
+                               f"use `ppl-dgm sample|eval {found} {path}`")
+    device = resolve_device(device)
+    model, config = _LOAD[_group(found)](path, device)
+    return Run(path, found, config, model, device)
+
+
+# ---------------------------------------------------------------- per-family pieces (one place for all)
+
+
+def _group(family: str) -> str:
+    return {"hvae": "vae", "dae": "ae", "ncsn": "score-sde", "cyclegan": "pix2pix"}.get(family, family)
+
+
+def _refuse(run: Run, what: str, value: Any) -> None:
+    if value is not None:
+        raise ValueError(f"{what}={value!r}: a {run.family} run has no {what} to choose")
+
+
+def _no_options(run: Run, options: dict[str, Any], allowed: tuple[str, ...] = ()) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"{unknown[0]}={options[unknown[0]]!r} is not an option of a {run.family} run; "
+                         f"its options are {list(allowed) or 'none'}")
+
+
+def _load_vae(path, device):
+    from ppl_dgm.vae.experiment import load_vae_run
+
+    return load_vae_run(path, device=device)
+
+
+def _sample_vae(run, n, sampler, steps, generator, progress, options):
+    _refuse(run, "sampler", sampler), _refuse(run, "steps", steps), _no_options(run, options)
+    return run.model.sample(n, generator=generator)
+
+
+def _evaluate_vae(run, options):
+    from ppl_dgm.vae.experiment import evaluate_vae, vae_data
+
+    _no_options(run, options, ("iwae_k",))
+    return evaluate_vae(run.model, run.config, vae_data(run.config, "test"), k=options.get("iwae_k"))
+
+
+def _load_ae(path, device):
+    from ppl_dgm.vae.autoencoder_experiment import load_autoencoder_run
+
+    return load_autoencoder_run(path, device=device)
+
+
+def _sample_not_generative(run, n, sampler, steps, generator, progress, options):
+    raise ValueError(f"a {run.family} run is not a generative model: it reconstructs, it does not sample "
+                     f"(`ppl-dgm eval {run.family} {run.path}` reports its reconstruction error)")
+
+
+def _evaluate_ae(run, options):
+    from ppl_dgm.vae.autoencoder_experiment import evaluate_autoencoder, evaluate_vqvae
+
+    _no_options(run, options)
+    if run.family == "vqvae":
+        from ppl_dgm.data import load_dataset
+
+        return evaluate_vqvae(run.model, load_dataset(run.config.dataset, "test", root=run.config.data_root))
+    return evaluate_autoencoder(run.model, run.config.data("test"))
+
+
+def _load_ddpm(path, device):
+    from ppl_dgm.diffusion.experiment import load_ddpm_run
+
+    return load_ddpm_run(path, device=device)
+
+
+def _sample_ddpm(run, n, sampler, steps, generator, progress, options):
+    from ppl_dgm.diffusion.experiment import sample_run
+
+    _no_options(run, options, ("eta", "guidance_scale"))
+    images, _ = sample_run(run.model, run.config, n, sampler=sampler or "ddim", steps=steps, generator=generator,
+                           progress=progress, **options)
+    return images
+
+
+def _evaluate_ddpm(run, options):
+    from ppl_dgm.diffusion.experiment import evaluate_ddpm
+
+    _no_options(run, options, ("num_images", "batch_size", "progress"))
+    return evaluate_ddpm(run.model, run.config, **options)
+
+
+def _load_latent(path, device):
+    from ppl_dgm.diffusion.latent import load_latent_ddpm_run
+
+    return load_latent_ddpm_run(path, device=device)
+
+
+def _sample_latent(run, n, sampler, steps, generator, progress, options):
+    from ppl_dgm.diffusion.experiment import build_schedule
+    from ppl_dgm.diffusion.latent import sample_latent_ddpm
+
+    _no_options(run, options, ("eta",))
+    return sample_latent_ddpm(run.model, build_schedule(run.config), n, sampler=sampler or run.config.sampler,
+                              steps=steps or run.config.sample_steps, variance=run.config.variance, generator=generator,
+                              progress=progress, **options)
+
+
+def _evaluate_by_samples(run, options):
+    """FD/KID of samples against the test digits (features of the library's digit classifier)."""
+    from ppl_dgm.metrics.frechet import sample_quality
+
+    _no_options(run, options, ("num_samples", "seed", "cache_dir"))
+    num_samples = check_positive_int("num_samples", options.get("num_samples", 1000))
+    samples = run.sample(num_samples, seed=options.get("seed", 0))
+    return sample_quality(samples.cpu(), "mnist5k", cache_dir=options.get("cache_dir", "runs"), seed=0)
+
+
+def _load_score(path, device):
+    from ppl_dgm.sde.experiment import load_score_run
+
+    return load_score_run(path, device=device)
+
+
+def _sample_score(run, n, sampler, steps, generator, progress, options):
+    from ppl_dgm.sde.experiment import sample_score_run
+
+    _no_options(run, options, ("step_size",))
+    samples = sample_score_run(run.model, run.config, n, sampler=sampler, steps=steps, generator=generator, progress=progress,
+                               **options)
+    return (samples + 1) / 2 if run.config.is_image else samples
+
+
+def _evaluate_score(run, options):
+    from ppl_dgm.sde.experiment import evaluate_score_run
+
+    _no_options(run, options, ("num_examples", "batch_size", "seed", "progress"))
+    seed = options.pop("seed", 0)
+    return evaluate_score_run(run.model, run.config, generator=torch.Generator(device=run.device).manual_seed(seed), **options)
+
+
+def _load_gan(path, device):
+    from ppl_dgm.gan.experiment import load_gan_run
+
+    return load_gan_run(path, device=device)
+
+
+def _sample_gan(run, n, sampler, steps, generator, progress, options):
+    from ppl_dgm.gan.experiment import sample_gan
+
+    _refuse(run, "sampler", sampler), _refuse(run, "steps", steps), _no_options(run, options, ("truncation",))
+    images, _ = sample_gan(run.model, run.config, n, generator_rng=generator, **options)
+    return images
+
+
+def _evaluate_gan(run, options):
+    from ppl_dgm.gan.experiment import evaluate_gan
+
+    _no_options(run, options, ("num_samples", "cache_dir", "seed"))
+    return evaluate_gan(run.model, run.config, **options)
+
+
+def _load_translation(path, device):
+    from ppl_dgm.gan.translation import load_translation_run
+
+    return load_translation_run(path, device=device)
+
+
+def _sample_translation(run, n, sampler, steps, generator, progress, options):
+    from ppl_dgm.gan.translation import translate_test_sources
+
+    _refuse(run, "sampler", sampler), _refuse(run, "steps", steps), _no_options(run, options)
+    return translate_test_sources(run.model, run.config, n)
+
+
+def _evaluate_translation(run, options):
+    from ppl_dgm.gan.translation import evaluate_translation
+
+    _no_options(run, options)
+    return evaluate_translation(run.model, run.config, run.device)[0]
+
+
+def _load_lvm(path, device):
+    from ppl_dgm.lvm.experiment import load_lvm_run
+
+    return load_lvm_run(path, device=device)
+
+
+def _sample_lvm(run, n, sampler, steps, generator, progress, options):
+    _refuse(run, "sampler", sampler), _refuse(run, "steps", steps), _no_options(run, options)
+    return run.model.sample(n, generator=generator)
+
+
+def _evaluate_lvm(run, options):
+    from ppl_dgm.lvm.experiment import digits_vectors
+
+    _no_options(run, options)
+    parameter = next(run.model.parameters())
+    x, _ = digits_vectors("test", run.config.seed)
+    return {"test_log_likelihood_nats": run.model.log_likelihood(x.to(parameter.device))}
+
+
+_LOAD: dict[str, Callable] = {"vae": _load_vae, "ae": _load_ae, "vqvae": _load_ae, "ddpm": _load_ddpm, "latent-ddpm": _load_latent,
+                              "score-sde": _load_score, "gan": _load_gan, "pix2pix": _load_translation, "lvm": _load_lvm}
+_SAMPLE: dict[str, Callable] = {"vae": _sample_vae, "ae": _sample_not_generative, "vqvae": _sample_not_generative,
+                                "ddpm": _sample_ddpm, "latent-ddpm": _sample_latent, "score-sde": _sample_score,
+                                "gan": _sample_gan, "pix2pix": _sample_translation, "lvm": _sample_lvm}
+_EVALUATE: dict[str, Callable] = {"vae": _evaluate_vae, "ae": _evaluate_ae, "vqvae": _evaluate_ae, "ddpm": _evaluate_ddpm,
+                                  "latent-ddpm": _evaluate_by_samples, "score-sde": _evaluate_score, "gan": _evaluate_gan,
+                                  "pix2pix": _evaluate_translation, "lvm": _evaluate_lvm}
