@@ -9,10 +9,69 @@ import argparse
 import sys
 from typing import Sequence
 
-__all__ = ["main", "build_parser", "sample_command", "evaluate_command"]
+__all__ = ["main", "build_parser", "add_run_options", "train_command", "sample_command", "evaluate_command"]
 
 SAMPLE_OPTIONS = ("eta", "guidance_scale", "step_size", "truncation")
 EVALUATE_OPTIONS = ("iwae_k", "num_images", "batch_size", "num_examples", "num_samples", "seed", "classifier_dir")
+
+
+def add_run_options(parser: argparse.ArgumentParser, default_name: str, *, resumable: bool = True, distributed: bool = True,
+                    amp: bool = False, max_steps_help: str = "stop after this many optimizer steps (a checkpoint is written)") -> None:
+    """The options every ``train`` subcommand shares, declared once (docs/design.md, "Runs")."""
+    parser.add_argument("--seed", type=int, default=0, help="seeds the initialization and every epoch's data order")
+    parser.add_argument("--runs-dir", default="runs", help="folder holding the run folders")
+    parser.add_argument("--name", default=None, help=f"run name (default: {default_name})")
+    if resumable:
+        parser.add_argument("--resume", action="store_true",
+                            help="continue exactly from <runs-dir>/<name>/checkpoint.pt; with a larger --epochs it extends the run")
+        parser.add_argument("--max-steps", type=int, default=None, help=max_steps_help)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    if distributed:
+        parser.add_argument("--distributed", action="store_true", help="data-parallel under torchrun (DDP; --batch-size per process)")
+    if amp:
+        parser.add_argument("--amp", default=None, choices=("bf16",), help="bf16 autocast for the training loss (weights stay float32)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train_command(args: argparse.Namespace, config: object, train, default_name: str, **train_options) -> int:
+    """Run ``train(config, run_dir, device=, resume=, progress=, max_steps=, **train_options)`` for a ``train`` subcommand:
+    checks the run options, opens a torchrun session with ``--distributed``, writes results.json (rank 0) and prints
+    it. A folder this call created is removed again when training fails before its first checkpoint (bad data,
+    a missing file), so a failed start leaves nothing behind."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from ppl_dgm.train.distributed import distributed_session, is_main_process
+    from ppl_dgm.train.runs import RunDir
+
+    if args.seed < 0:
+        raise ValueError(f"--seed must be an int >= 0, got {args.seed}")
+    max_steps = getattr(args, "max_steps", None)
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"--max-steps must be a positive int, got {max_steps}")
+    run_dir = Path(args.runs_dir) / (args.name or default_name)
+    created = None  # the outermost folder this call will create (the run folder, or runs/ itself)
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists():
+            break
+        created = folder
+    options = dict(train_options)
+    if hasattr(args, "resume"):
+        options.update(resume=args.resume, max_steps=max_steps)
+    with distributed_session(getattr(args, "distributed", False), args.device) as device:
+        try:
+            result = train(config, run_dir, device=device, progress=not args.no_progress, **options)
+        except (ValueError, TypeError, FileNotFoundError):
+            if created is not None and is_main_process() and not (run_dir / "checkpoint.pt").exists():
+                shutil.rmtree(created, ignore_errors=True)
+            raise
+        RunDir(run_dir).write_results(result)
+        if not is_main_process():
+            return 0
+    print(json.dumps(result, indent=2))
+    print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, results.json and PNG grids)")
+    return 0
 
 
 def sample_command(args: argparse.Namespace) -> int:

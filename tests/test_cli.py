@@ -90,3 +90,24 @@ def test_same_seed_gives_identical_metrics_files(tmp_path):
     main(common + ["--runs-dir", str(tmp_path / "b"), "--name", "r"])
     first, second = ((tmp_path / side / "r" / "metrics.jsonl").read_bytes() for side in "ab")
     assert first == second and len(first.splitlines()) == 2
+
+
+def test_a_failed_start_leaves_no_run_folder_and_run_options_are_checked(tmp_path):
+    runs = tmp_path / "runs"
+    with pytest.raises(FileNotFoundError, match="root"):
+        main(["train", "vae", "--dataset", "mnist", "--data-root", str(tmp_path / "nowhere"), "--runs-dir", str(runs),
+              "--name", "x", "--no-progress", "--device", "cpu"])
+    assert not (runs / "x").exists()
+    for option, value, message in (("--seed", "-1", "--seed must be an int >= 0, got -1"),
+                                   ("--max-steps", "0", "--max-steps must be a positive int, got 0")):
+        with pytest.raises(ValueError, match=message):
+            main(["train", "vae", "--dataset", "digits", option, value, "--runs-dir", str(runs), "--name", "y", "--no-progress"])
+    assert not runs.exists()
+
+
+def test_shell_errors_exit_2_without_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["ppl-dgm", "sample", "vae", str(tmp_path / "typo")])
+    assert main() == 2
+    err = capsys.readouterr().err
+    assert "ppl-dgm sample vae: error: run folder" in err and "typo" in err and "Traceback" not in err
+    assert not (tmp_path / "typo").exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields
 from pathlib import Path
 
@@ -11,7 +10,7 @@ __all__ = ["add_parsers"]
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
-    from ppl_dgm.cli import evaluate_command, sample_command
+    from ppl_dgm.cli import add_run_options, evaluate_command, sample_command
     from ppl_dgm.diffusion.experiment import DATASETS, SAMPLERS, SCHEDULES, DDPMConfig
     from ppl_dgm.diffusion.ddpm import VARIANCES
 
@@ -36,16 +35,8 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
     parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip)
     parser.add_argument("--sample-steps", type=int, default=defaults.sample_steps, help="DDIM steps of the per-epoch grid")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--name", default=None, help="run name (default: ddpm_<dataset>)")
-    parser.add_argument("--resume", action="store_true", help="continue exactly from runs/<name>/checkpoint.pt")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
     parser.add_argument("--eval-images", type=int, default=0, help="bits/dim on this many test images after training")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", default=None, choices=("bf16",), help="bf16 autocast for the training loss (weights stay float32)")
-    parser.add_argument("--distributed", action="store_true", help="data-parallel under torchrun (DDP; --batch-size per process)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_options(parser, "ddpm_<dataset>", amp=True)
     parser.set_defaults(handler=_train)
 
     parser = sample.add_parser("ddpm", help="write a grid of samples from a trained DDPM run (one row per class if conditional)")
@@ -72,7 +63,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
 
 
 def _add_latent_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
-    from ppl_dgm.cli import evaluate_command, sample_command
+    from ppl_dgm.cli import add_run_options, evaluate_command, sample_command
 
     from ppl_dgm.diffusion.ddpm import VARIANCES
     from ppl_dgm.diffusion.experiment import SAMPLERS, SCHEDULES
@@ -94,13 +85,7 @@ def _add_latent_parsers(train: argparse._SubParsersAction, sample: argparse._Sub
     parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip)
     parser.add_argument("--sampler", default=defaults.sampler, choices=SAMPLERS, help="sampler of samples.png")
     parser.add_argument("--sample-steps", type=int, default=defaults.sample_steps, help="DDIM steps of samples.png")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--name", default=None, help="run name (default: latent_ddpm_<vae run name>)")
-    parser.add_argument("--resume", action="store_true", help="continue exactly from runs/<name>/checkpoint.pt")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_options(parser, "latent_ddpm_<vae run name>")
     parser.set_defaults(handler=_train_latent)
 
     parser = sample.add_parser("latent-ddpm", help="write a grid of decoded samples from a trained latent-DDPM run")
@@ -125,33 +110,17 @@ def _add_latent_parsers(train: argparse._SubParsersAction, sample: argparse._Sub
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ppl_dgm.cli import train_command
     from ppl_dgm.diffusion.experiment import DDPMConfig, train_ddpm
 
-    from ppl_dgm.train.distributed import distributed_session, is_main_process
-    from ppl_dgm.train.runs import RunDir
-
     config = DDPMConfig(**{f.name: getattr(args, f.name) for f in fields(DDPMConfig)})
-    run_dir = Path(args.runs_dir) / (args.name or f"ddpm_{config.dataset}")
-    with distributed_session(args.distributed, args.device) as device:
-        result = train_ddpm(config, run_dir, device=device, resume=args.resume, progress=not args.no_progress,
-                            max_steps=args.max_steps, eval_images=args.eval_images, amp=args.amp)
-        RunDir(run_dir).write_results(result)
-        if not is_main_process():
-            return 0
-    print(json.dumps(result, indent=2))
-    print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, samples.png)")
-    return 0
+    return train_command(args, config, train_ddpm, f"ddpm_{config.dataset}", eval_images=args.eval_images, amp=args.amp)
 
 
 def _train_latent(args: argparse.Namespace) -> int:
+    from ppl_dgm.cli import train_command
     from ppl_dgm.diffusion.latent import LatentDDPMConfig, train_latent_ddpm
-    from ppl_dgm.train.runs import RunDir
 
     config = LatentDDPMConfig(**{f.name: getattr(args, f.name) for f in fields(LatentDDPMConfig)})
-    run_dir = Path(args.runs_dir) / (args.name or f"latent_ddpm_{Path(args.vae_run).name}")
-    result = train_latent_ddpm(config, run_dir, args.vae_run, device=args.device, resume=args.resume,
-                               progress=not args.no_progress, max_steps=args.max_steps)
-    RunDir(run_dir).write_results(result)
-    print(json.dumps(result, indent=2))
-    print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, samples.png)")
-    return 0
+    train = lambda config, run_dir, **options: train_latent_ddpm(config, run_dir, args.vae_run, **options)  # noqa: E731
+    return train_command(args, config, train, f"latent_ddpm_{Path(args.vae_run).name}")

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields
-from pathlib import Path
 
 __all__ = ["add_parsers"]
 
 
-def _run_options(parser: argparse.ArgumentParser, default_name: str) -> None:
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--name", default=None, help=f"run name (default: {default_name})")
-    parser.add_argument("--resume", action="store_true", help="continue exactly from runs/<name>/checkpoint.pt")
-    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many discriminator steps")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-progress", action="store_true")
-
-
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
-    from ppl_dgm.cli import evaluate_command, sample_command
+    from ppl_dgm.cli import add_run_options, evaluate_command, sample_command
     from ppl_dgm.gan.experiment import ARCHITECTURES, DATASETS, GANConfig
     from ppl_dgm.gan.losses import OBJECTIVE_NAMES
     from ppl_dgm.gan.translation import PAIR_TASKS, TranslationConfig
@@ -43,7 +31,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--minibatch-std", action="store_true", help="minibatch std feature in D (Karras et al. 2018)")
     parser.add_argument("--mixing-probability", type=float, default=defaults.mixing_probability, help="style mixing (stylegan)")
     parser.add_argument("--eval-samples", type=int, default=0, help="FD/KID on this many samples after training")
-    _run_options(parser, "<arch>_<loss>_<dataset>")
+    add_run_options(parser, distributed=False, max_steps_help="stop after this many discriminator steps", default_name="<arch>_<loss>_<dataset>")
     parser.set_defaults(handler=_train_gan)
 
     translation_defaults = TranslationConfig()
@@ -59,7 +47,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
         parser.add_argument("--l1-weight", type=float, default=None, help="λ: 100 for pix2pix, 10 for cyclegan's cycle loss")
         parser.add_argument("--identity-weight", type=float, default=translation_defaults.identity_weight,
                             help="cyclegan identity loss weight, times λ (0 = off)")
-        _run_options(parser, f"{model}_<task>")
+        add_run_options(parser, distributed=False, max_steps_help="stop after this many discriminator steps", default_name=f"{model}_<task>")
 
     parser = sample.add_parser("gan", help="write a grid of samples from a trained GAN run (one row per class for cgan)")
     parser.add_argument("run", help="run folder, e.g. runs/dcgan_non_saturating_mnist5k")
@@ -92,28 +80,20 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
 
 
 def _train_gan(args: argparse.Namespace) -> int:
+    from ppl_dgm.cli import train_command
     from ppl_dgm.gan.experiment import GANConfig, train_gan
 
     config = GANConfig(**{f.name: getattr(args, f.name) for f in fields(GANConfig)})
-    run_dir = Path(args.runs_dir) / (args.name or f"{config.arch}_{config.loss}_{config.dataset}")
-    result = train_gan(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress,
-                       max_steps=args.max_steps, eval_samples=args.eval_samples, classifier_dir=args.runs_dir)
-    (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, samples.png)")
-    return 0
+    return train_command(args, config, train_gan, f"{config.arch}_{config.loss}_{config.dataset}", eval_samples=args.eval_samples,
+                         classifier_dir=args.runs_dir)
 
 
 def _train_translation(args: argparse.Namespace) -> int:
+    from ppl_dgm.cli import train_command
     from ppl_dgm.gan.translation import TranslationConfig, train_translation
 
     values = {f.name: getattr(args, f.name) for f in fields(TranslationConfig) if hasattr(args, f.name)}
     if values.get("l1_weight") is None:
         values["l1_weight"] = 100.0 if args.model == "pix2pix" else 10.0
     config = TranslationConfig(**values)
-    run_dir = Path(args.runs_dir) / (args.name or f"{config.model}_{config.task}")
-    result = train_translation(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress,
-                               max_steps=args.max_steps)
-    (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return 0
+    return train_command(args, config, train_translation, f"{config.model}_{config.task}")

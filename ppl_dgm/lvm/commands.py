@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields
-from pathlib import Path
 
 __all__ = ["add_parsers"]
 
@@ -13,7 +11,7 @@ _HELP = {"gmm": "Gaussian mixture by exact EM on dequantized digits", "fa": "fac
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
-    from ppl_dgm.cli import evaluate_command
+    from ppl_dgm.cli import add_run_options, evaluate_command
     from ppl_dgm.lvm.experiment import LVMConfig
 
     defaults = LVMConfig()
@@ -27,10 +25,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
             parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim)
         parser.add_argument("--max-iter", type=int, default=defaults.max_iter)
         parser.add_argument("--tol", type=float, default=defaults.tol, help="stop when the mean log-likelihood changes less (nats)")
-        parser.add_argument("--seed", type=int, default=defaults.seed)
-        parser.add_argument("--runs-dir", default="runs")
-        parser.add_argument("--name", default=None, help=f"run name (default: {model}_digits)")
-        parser.add_argument("--device", default="auto")
+        add_run_options(parser, f"{model}_digits", resumable=False, distributed=False)
         parser.set_defaults(handler=_train, model=model)
 
         parser = evaluate.add_parser(model, help=f"held-out log-likelihood per digit of a trained {model} run")
@@ -40,11 +35,9 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ppl_dgm.cli import train_command
     from ppl_dgm.lvm.experiment import LVMConfig, train_lvm
 
     config = LVMConfig(**{f.name: getattr(args, f.name) for f in fields(LVMConfig) if hasattr(args, f.name)})
-    run_dir = Path(args.runs_dir) / (args.name or f"{config.model}_digits")
-    result = train_lvm(config, run_dir, device=args.device)
-    print(json.dumps(result, indent=2))
-    print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, results.json)")
-    return 0
+    train = lambda config, run_dir, device, progress: train_lvm(config, run_dir, device=device)  # noqa: E731 (exact EM: no progress bar)
+    return train_command(args, config, train, f"{config.model}_digits")

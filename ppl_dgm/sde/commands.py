@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields
-from pathlib import Path
 
 __all__ = ["add_parsers"]
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser, model: str) -> None:
+    from ppl_dgm.cli import add_run_options
     from ppl_dgm.sde.experiment import DATASETS, SDE_NAMES, ScoreConfig
 
     defaults = ScoreConfig()
@@ -26,17 +25,11 @@ def _add_training_arguments(parser: argparse.ArgumentParser, model: str) -> None
                         help="NCSN σ_L / VE σ_min (mnist5k on [−1, 1]: 0.02, the paper's 0.01 on [0, 1] data)")
     parser.add_argument("--sigma-max", type=float, default=defaults.sigma_max,
                         help="NCSN σ_1 / VE σ_max (mnist5k on [−1, 1]: 2, the paper's 1 on [0, 1] data)")
-    for name in ("epochs", "batch_size", "seed"):
+    for name in ("epochs", "batch_size"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
-    parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--name", default=None, help=f"run name (default: {model}_<dataset>)")
-    parser.add_argument("--resume", action="store_true", help="continue exactly from runs/<name>/checkpoint.pt")
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", default=None, choices=("bf16",), help="bf16 autocast for the training loss (weights stay float32)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_options(parser, f"{model}_<dataset>", amp=True)
     parser.set_defaults(handler=_train, model=model)
 
 
@@ -71,13 +64,8 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ppl_dgm.cli import train_command
     from ppl_dgm.sde.experiment import ScoreConfig, train_score
 
-    values = {f.name: getattr(args, f.name) for f in fields(ScoreConfig) if hasattr(args, f.name)}
-    config = ScoreConfig(**values)
-    run_dir = Path(args.runs_dir) / (args.name or f"{config.model}_{config.dataset}")
-    result = train_score(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps,
-                         amp=args.amp)
-    (run_dir / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return 0
+    config = ScoreConfig(**{f.name: getattr(args, f.name) for f in fields(ScoreConfig) if hasattr(args, f.name)})
+    return train_command(args, config, train_score, f"{config.model}_{config.dataset}", amp=args.amp)

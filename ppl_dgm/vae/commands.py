@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields
-from pathlib import Path
 
-from ppl_dgm.train.runs import RunDir
 
 __all__ = ["add_parsers"]
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
+    from ppl_dgm.cli import add_run_options
     from ppl_dgm.vae.experiment import ARCHITECTURES, ELBOS, VAEConfig
     from ppl_dgm.vae.likelihoods import LIKELIHOOD_NAMES
 
@@ -35,15 +33,8 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
         parser.add_argument("--epochs", type=int, default=defaults.epochs)
         parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
         parser.add_argument("--lr", type=float, default=defaults.lr)
-        parser.add_argument("--seed", type=int, default=defaults.seed)
         parser.add_argument("--iwae-k", type=int, default=None, help="also report the held-out IWAE bound with k samples (e.g. 1000)")
-        parser.add_argument("--runs-dir", default="runs")
-        parser.add_argument("--name", default=None, help=f"run name (default: {model}_<dataset>_<likelihood>_<arch>)")
-        parser.add_argument("--resume", action="store_true", help="continue exactly from runs/<name>/checkpoint.pt")
-        parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
-        parser.add_argument("--device", default="auto")
-        parser.add_argument("--distributed", action="store_true", help="data-parallel SVI under torchrun (DDP; --batch-size per process)")
-        parser.add_argument("--no-progress", action="store_true")
+        add_run_options(parser, f"{model}_<dataset>_<likelihood>_<arch>")
 
     from ppl_dgm.vae.autoencoder_experiment import AEConfig
     from ppl_dgm.vae.autoencoder import NOISE_TYPES, RECONSTRUCTION_LOSSES
@@ -64,13 +55,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
         parser.add_argument("--epochs", type=int, default=ae_defaults.epochs)
         parser.add_argument("--batch-size", type=int, default=ae_defaults.batch_size)
         parser.add_argument("--lr", type=float, default=ae_defaults.lr)
-        parser.add_argument("--seed", type=int, default=ae_defaults.seed)
-        parser.add_argument("--runs-dir", default="runs")
-        parser.add_argument("--name", default=None, help=f"run name (default: {model}_<dataset>_<arch>)")
-        parser.add_argument("--resume", action="store_true")
-        parser.add_argument("--max-steps", type=int, default=None)
-        parser.add_argument("--device", default="auto")
-        parser.add_argument("--no-progress", action="store_true")
+        add_run_options(parser, f"{model}_<dataset>_<arch>")
 
     from ppl_dgm.vae.autoencoder_experiment import VQVAEConfig
 
@@ -88,13 +73,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--epochs", type=int, default=vq_defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=vq_defaults.batch_size)
     parser.add_argument("--lr", type=float, default=vq_defaults.lr)
-    parser.add_argument("--seed", type=int, default=vq_defaults.seed)
-    parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--name", default=None, help="run name (default: vqvae_<dataset>)")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-progress", action="store_true")
+    add_run_options(parser, "vqvae_<dataset>")
 
     from ppl_dgm.cli import evaluate_command, sample_command
 
@@ -119,43 +98,26 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ppl_dgm.cli import train_command
     from ppl_dgm.vae.experiment import VAEConfig, train_vae
 
-    from ppl_dgm.train.distributed import distributed_session, is_main_process
-
     config = VAEConfig(**{f.name: getattr(args, f.name) for f in fields(VAEConfig) if hasattr(args, f.name)})
-    name = args.name or f"{config.model}_{config.dataset}_{config.likelihood}_{config.arch}"
-    run_dir = Path(args.runs_dir) / name
-    with distributed_session(args.distributed, args.device) as device:
-        result = train_vae(config, run_dir, device=device, resume=args.resume, progress=not args.no_progress,
-                           max_steps=args.max_steps, iwae_k=args.iwae_k)
-        RunDir(run_dir).write_results(result)
-        if not is_main_process():
-            return 0
-    print(json.dumps(result, indent=2))
-    print(f"wrote {run_dir}/ (config.json, metrics.jsonl, checkpoint.pt, samples.png, reconstructions.png)")
-    return 0
+    return train_command(args, config, train_vae, f"{config.model}_{config.dataset}_{config.likelihood}_{config.arch}", iwae_k=args.iwae_k)
 
 
 def _train_autoencoder(args: argparse.Namespace) -> int:
+    from ppl_dgm.cli import train_command
     from ppl_dgm.vae.autoencoder_experiment import AEConfig, train_autoencoder
 
     config = AEConfig(**{f.name: getattr(args, f.name) for f in fields(AEConfig) if hasattr(args, f.name)})
-    run_dir = Path(args.runs_dir) / (args.name or f"{args.model}_{config.dataset}_{config.arch}")
-    result = train_autoencoder(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
-    RunDir(run_dir).write_results(result)
-    print(json.dumps(result, indent=2))
-    return 0
+    return train_command(args, config, train_autoencoder, f"{args.model}_{config.dataset}_{config.arch}")
 
 
 def _train_vqvae(args: argparse.Namespace) -> int:
+    from ppl_dgm.cli import train_command
     from ppl_dgm.vae.autoencoder_experiment import VQVAEConfig, train_vqvae
 
     if args.ema_decay == 0:
         args.ema_decay = None
     config = VQVAEConfig(**{f.name: getattr(args, f.name) for f in fields(VQVAEConfig) if hasattr(args, f.name)})
-    run_dir = Path(args.runs_dir) / (args.name or f"vqvae_{config.dataset}")
-    result = train_vqvae(config, run_dir, device=args.device, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
-    RunDir(run_dir).write_results(result)
-    print(json.dumps(result, indent=2))
-    return 0
+    return train_command(args, config, train_vqvae, f"vqvae_{config.dataset}")
