@@ -73,7 +73,7 @@ def test_two_process_ddp_equals_single_process_on_concatenated_batches(tmp_path)
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("family", ["vae", "ddpm"])
+@pytest.mark.parametrize("family", ["vae", "ddpm", "score-sde"])
 def test_torchrun_cli_trains_with_two_processes(tmp_path, family):
     import json
     import subprocess
@@ -83,6 +83,7 @@ def test_torchrun_cli_trains_with_two_processes(tmp_path, family):
         "vae": ["--latent-dim", "4", "--hidden", "32", "--batch-size", "50"],
         "ddpm": ["--channels", "8", "--channel-mults", "1", "2", "--num-res-blocks", "1", "--no-attention", "--num-steps", "50",
                  "--batch-size", "50", "--sample-steps", "5"],
+        "score-sde": ["--channels", "8", "--channel-mults", "1", "2", "--batch-size", "50"],
     }[family]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ppl_dgm.cli",
                "train", family, "--dataset", "digits", "--epochs", "2", "--max-steps", "20", "--runs-dir", str(tmp_path),
