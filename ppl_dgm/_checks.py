@@ -8,6 +8,7 @@ import torch
 
 __all__ = [
     "check_positive_int",
+    "check_seed",
     "check_positive_int_sequence",
     "check_image_shape",
     "check_shape",
@@ -24,6 +25,17 @@ def check_positive_int(name: str, value: object) -> int:
         raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """Return `value` as an int in [0, 2**32 - 1] (what NumPy's and Pyro's seeding accept), or raise naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    if value >= 2**32:
+        raise ValueError(f"{name} must be an int below 2**32 (NumPy's seed range), got {value!r}")
     return int(value)
 
 

@@ -6,13 +6,38 @@ every parser sets ``handler``, the function that runs it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from typing import Sequence
+from typing import Any, Mapping, Sequence, get_args, get_origin, get_type_hints
 
-__all__ = ["main", "build_parser", "add_run_options", "train_command", "sample_command", "evaluate_command"]
+__all__ = ["main", "build_parser", "add_config_options", "add_run_options", "train_command", "sample_command", "evaluate_command"]
 
 SAMPLE_OPTIONS = ("eta", "guidance_scale", "step_size", "truncation")
 EVALUATE_OPTIONS = ("iwae_k", "num_images", "batch_size", "num_examples", "num_samples", "seed", "classifier_dir")
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_class: type, *, exclude: Sequence[str] = (),
+                       defaults: Mapping[str, Any] | None = None, choices: Mapping[str, Sequence[str]] | None = None) -> None:
+    """One ``--field-name`` option per field of the dataclass ``config_class``, in field order: type and default from
+    the field, ``help`` and ``choices`` from ``field.metadata``. A bool is a flag (``--name`` when it defaults to False,
+    ``--no-name`` when True), ``tuple[int, ...]`` takes ``nargs="+"``, ``X | None`` is an ``X`` option. ``seed`` is a run
+    option (:func:`add_run_options`) and never added here; ``exclude``, ``defaults`` and ``choices`` hold what one
+    subcommand does differently (fields it sets itself, another default, fewer choices)."""
+    defaults, choices = defaults or {}, choices or {}
+    hints = get_type_hints(config_class)
+    for field in dataclasses.fields(config_class):
+        if field.name == "seed" or field.name in exclude:
+            continue
+        name, default, annotation = field.name.replace("_", "-"), defaults.get(field.name, field.default), hints[field.name]
+        sequence = get_origin(annotation) in (tuple, list)  # tuple[int, ...] or list[int]
+        kind = next((arg for arg in get_args(annotation) if arg not in (type(None), Ellipsis)), annotation)  # int | None -> int
+        if kind is bool:
+            parser.add_argument(f"--no-{name}" if default else f"--{name}", dest=field.name, action="store_false" if default else "store_true",
+                                default=default, help=field.metadata.get("help"))
+            continue
+        parser.add_argument(f"--{name}", type=None if kind is str else kind, nargs="+" if sequence else None,
+                            default=list(default) if sequence and default is not None else default,
+                            choices=choices.get(field.name, field.metadata.get("choices")), help=field.metadata.get("help"))
 
 
 def add_run_options(parser: argparse.ArgumentParser, default_name: str, *, resumable: bool = True, distributed: bool = True,

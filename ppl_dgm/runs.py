@@ -156,6 +156,12 @@ def load_run(path: str | os.PathLike, *, device: str | torch.device = "auto", fa
     if expected is not None and found not in expected:
         raise WrongFamilyError(f"{str(path)!r} is a {found} run, not a {' or '.join(expected)} run; "
                                f"use `ppl-dgm sample|eval {found} {path}`")
+    family_entry = next(entry for entry in FAMILIES if entry.name == found)
+    saved = {key: value for key, value in _read_config(path).items() if key not in _EXTRA_KEYS.get(found, set())}
+    try:  # validate the saved config first, so a bad value names the file it came from
+        family_entry.config_class()(**saved)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{str(path / 'config.json')!r} holds an invalid {found} config: {error}") from None
     device = resolve_device(device)
     model, config = _LOAD[_group(found)](path, device)
     return Run(path, found, config, model, device)
@@ -195,6 +201,8 @@ def _evaluate_vae(run, options):
     from ppl_dgm.vae.experiment import evaluate_vae, vae_data
 
     _no_options(run, options, ("iwae_k",))
+    if options.get("iwae_k") is not None:
+        check_positive_int("iwae_k", options["iwae_k"])
     return evaluate_vae(run.model, run.config, vae_data(run.config, "test"), k=options.get("iwae_k"))
 
 

@@ -1,10 +1,12 @@
+import argparse
 import json
 import math
+from dataclasses import dataclass, field
 
 import pytest
 import torch
 
-from ppl_dgm.cli import main
+from ppl_dgm.cli import add_config_options, build_parser, main
 from ppl_dgm.train import Checkpoint
 
 
@@ -98,7 +100,7 @@ def test_a_failed_start_leaves_no_run_folder_and_run_options_are_checked(tmp_pat
         main(["train", "vae", "--dataset", "mnist", "--data-root", str(tmp_path / "nowhere"), "--runs-dir", str(runs),
               "--name", "x", "--no-progress", "--device", "cpu"])
     assert not (runs / "x").exists()
-    for option, value, message in (("--seed", "-1", "--seed must be an int >= 0, got -1"),
+    for option, value, message in (("--seed", "-1", "seed must be an int >= 0, got -1"),
                                    ("--max-steps", "0", "--max-steps must be a positive int, got 0")):
         with pytest.raises(ValueError, match=message):
             main(["train", "vae", "--dataset", "digits", option, value, "--runs-dir", str(runs), "--name", "y", "--no-progress"])
@@ -111,3 +113,44 @@ def test_shell_errors_exit_2_without_a_traceback(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "ppl-dgm sample vae: error: run folder" in err and "typo" in err and "Traceback" not in err
     assert not (tmp_path / "typo").exists()
+
+
+def test_add_config_options_derives_each_option_from_its_field():
+    @dataclass
+    class Config:
+        model: str = "a"
+        kind: str = field(default="b", metadata={"choices": ("a", "b", "c"), "help": "which kind"})
+        widths: tuple[int, ...] = (4, 8)
+        attention: bool = field(default=True, metadata={"help": "no attention"})
+        verbose: bool = False
+        lr: float | None = None
+        seed: int = 0
+
+    parser = argparse.ArgumentParser()
+    add_config_options(parser, Config, exclude=("model",), defaults={"widths": (2,)}, choices={"kind": ("a", "b")})
+    actions = {action.dest: action for action in parser._actions if action.dest != "help"}
+    assert list(actions) == ["kind", "widths", "attention", "verbose", "lr"]  # field order; seed is a run option
+    kind, widths, attention, verbose, lr = actions.values()
+    assert (kind.option_strings, kind.type, kind.default, kind.choices, kind.help) == (["--kind"], None, "b", ("a", "b"), "which kind")
+    assert (widths.option_strings, widths.type, widths.nargs, widths.default) == (["--widths"], int, "+", [2])
+    assert (attention.option_strings, attention.default, attention.help) == (["--no-attention"], True, "no attention")
+    assert isinstance(attention, argparse._StoreFalseAction) and isinstance(verbose, argparse._StoreTrueAction)
+    assert (verbose.option_strings, verbose.default) == (["--verbose"], False)
+    assert (lr.option_strings, lr.type, lr.nargs, lr.default) == (["--lr"], float, None, None)
+    assert vars(parser.parse_args([])) == {"kind": "b", "widths": [2], "attention": True, "verbose": False, "lr": None}
+    args = parser.parse_args(["--kind", "a", "--widths", "3", "5", "--no-attention", "--verbose", "--lr", "0.5"])
+    assert vars(args) == {"kind": "a", "widths": [3, 5], "attention": False, "verbose": True, "lr": 0.5}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--kind", "c"])  # the call site narrowed the field's choices
+
+
+def test_train_parsers_keep_their_family_differences(capsys):
+    parse = build_parser().parse_args
+    assert parse(["train", "dae"]).corruption == 0.3 and parse(["train", "ae"]).corruption == 0.0
+    assert parse(["train", "pix2pix"]).l1_weight is None  # the model's λ, filled in by the handler
+    assert parse(["train", "hvae", "--latent-dim2", "3"]).latent_dim2 == 3
+    for argv in (["train", "hvae", "--arch", "conv"], ["train", "vae", "--latent-dim2", "3"], ["train", "ncsn", "--sde", "ve"],
+                 ["train", "gmm", "--latent-dim", "3"], ["train", "fa", "--components", "3"], ["train", "pix2pix", "--model", "cyclegan"]):
+        with pytest.raises(SystemExit):
+            parse(argv)
+    assert "error" in capsys.readouterr().err

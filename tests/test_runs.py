@@ -60,6 +60,15 @@ def _translation(epochs, model):
     return lambda path, resume: train_translation(config, path, device="cpu", progress=False, resume=resume)
 
 
+def _latent_ddpm(epochs):
+    from ppl_dgm.diffusion.latent import LatentDDPMConfig, train_latent_ddpm
+
+    config = LatentDDPMConfig(hidden=(16, 16), time_embedding_dim=8, num_steps=50, sample_steps=5, batch_size=500, ema_decay=0.9,
+                              latents="sample", epochs=epochs)
+    return lambda path, resume: train_latent_ddpm(config, path, path.parent / "vae_for_latent", device="cpu", progress=False,
+                                                  resume=resume)
+
+
 FAMILIES = {
     "vae": lambda e: _vae(e),
     "hvae": lambda e: _vae(e, model="hvae", latent_dim2=3, hidden2=16),
@@ -67,6 +76,7 @@ FAMILIES = {
     "dae": lambda e: _ae(e, corruption=0.3),
     "vqvae": _vqvae,
     "ddpm": _ddpm,
+    "latent-ddpm": _latent_ddpm,
     "score-sde": lambda e: _score(e, dataset="checkerboard"),
     "ncsn": lambda e: _score(e, model="ncsn", dataset="8gaussians", sigma_max=3.0, sigma_min=0.05),
     "gan": _gan,
@@ -92,6 +102,8 @@ def _tensors(state, prefix=""):
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_a_run_extended_from_n_to_2n_epochs_equals_a_straight_2n_run(tmp_path, family):
+    if family == "latent-ddpm":  # its VAE run first
+        _vae(1)(tmp_path / "vae_for_latent", False)
     FAMILIES[family](2)(tmp_path / "straight", False)
     FAMILIES[family](1)(tmp_path / "extended", False)
     FAMILIES[family](2)(tmp_path / "extended", True)

@@ -159,6 +159,10 @@ def _torchvision_mnist_tensors(name: str, root: str | None, train: bool) -> tupl
     return images, dataset.targets.to(torch.int64)
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a global the CIFAR-10 reader does not build (as opposed to a truncated or foreign file)."""
+
+
 class _CIFARUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, bytes, numbers and NumPy arrays only: any other global is refused."""
 
@@ -171,7 +175,7 @@ class _CIFARUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"it would import {module}.{name}; only NumPy arrays, lists, dicts and bytes are read")
+        raise _RefusedGlobal(f"it would import {module}.{name}; only NumPy arrays, lists, dicts and bytes are read")
 
 
 def _read_cifar10_batch(path: str) -> tuple[np.ndarray, list]:
@@ -181,9 +185,9 @@ def _read_cifar10_batch(path: str) -> tuple[np.ndarray, list]:
     with open(path, "rb") as file:
         try:
             batch = _CIFARUnpickler(file, encoding="bytes").load()
-        except pickle.UnpicklingError as error:
+        except _RefusedGlobal as error:
             raise ValueError(f"CIFAR-10 batch {path!r} refused: {error}") from None
-        except (EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as error:
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, UnicodeDecodeError) as error:
             raise ValueError(f"CIFAR-10 batch {path!r} is truncated or not a pickled batch ({type(error).__name__}: {error})") from None
     pixels = batch.get(b"data", batch.get("data")) if isinstance(batch, dict) else None
     labels = batch.get(b"labels", batch.get("labels")) if isinstance(batch, dict) else None

@@ -10,31 +10,11 @@ __all__ = ["add_parsers"]
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
-    from ppl_dgm.cli import add_run_options, evaluate_command, sample_command
-    from ppl_dgm.diffusion.experiment import DATASETS, SAMPLERS, SCHEDULES, DDPMConfig
-    from ppl_dgm.diffusion.ddpm import VARIANCES
+    from ppl_dgm.cli import add_config_options, add_run_options, evaluate_command, sample_command
+    from ppl_dgm.diffusion.experiment import SAMPLERS, DDPMConfig
 
-    defaults = DDPMConfig()
     parser = train.add_parser("ddpm", help="DDPM ε-network by L_simple (Ho et al. 2020), optionally class-conditional")
-    parser.add_argument("--dataset", default=defaults.dataset, choices=DATASETS)
-    parser.add_argument("--data-root", default=None, help="folder with the cifar10 files; never downloads")
-    parser.add_argument("--channels", type=int, default=defaults.channels, help="U-Net base channels")
-    parser.add_argument("--channel-mults", type=int, nargs="+", default=list(defaults.channel_mults))
-    parser.add_argument("--num-res-blocks", type=int, default=defaults.num_res_blocks)
-    parser.add_argument("--no-attention", dest="attention", action="store_false", help="no self-attention at the lowest level")
-    parser.add_argument("--dropout", type=float, default=defaults.dropout)
-    parser.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULES)
-    parser.add_argument("--num-steps", type=int, default=defaults.num_steps, help="diffusion steps T")
-    parser.add_argument("--variance", default=defaults.variance, choices=VARIANCES, help="reverse variance σ_t²")
-    parser.add_argument("--class-conditional", action="store_true", help="condition on labels, dropped with --p-uncond")
-    parser.add_argument("--p-uncond", type=float, default=defaults.p_uncond)
-    parser.add_argument("--guidance-scale", type=float, default=defaults.guidance_scale, help="w of classifier-free guidance for grids")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
-    parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip)
-    parser.add_argument("--sample-steps", type=int, default=defaults.sample_steps, help="DDIM steps of the per-epoch grid")
+    add_config_options(parser, DDPMConfig)
     parser.add_argument("--eval-images", type=int, default=0, help="bits/dim on this many test images after training")
     add_run_options(parser, "ddpm_<dataset>", amp=True)
     parser.set_defaults(handler=_train)
@@ -63,28 +43,13 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
 
 
 def _add_latent_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
-    from ppl_dgm.cli import add_run_options, evaluate_command, sample_command
+    from ppl_dgm.cli import add_config_options, add_run_options, evaluate_command, sample_command
+    from ppl_dgm.diffusion.experiment import SAMPLERS
+    from ppl_dgm.diffusion.latent import LatentDDPMConfig
 
-    from ppl_dgm.diffusion.ddpm import VARIANCES
-    from ppl_dgm.diffusion.experiment import SAMPLERS, SCHEDULES
-    from ppl_dgm.diffusion.latent import LATENTS, LatentDDPMConfig
-
-    defaults = LatentDDPMConfig()
     parser = train.add_parser("latent-ddpm", help="DDPM on the standardized latents of a trained VAE run (Rombach et al. 2022)")
-    parser.add_argument("--vae-run", required=True, help="VAE run folder, e.g. runs/table_vae_mlp_bernoulli_50ep")
-    parser.add_argument("--latents", default=defaults.latents, choices=LATENTS, help="posterior mean E[z|x] or a fresh z ~ q(z|x) per batch")
-    parser.add_argument("--hidden", type=int, nargs="+", default=list(defaults.hidden), help="widths of the ε-MLP")
-    parser.add_argument("--time-embedding-dim", type=int, default=defaults.time_embedding_dim)
-    parser.add_argument("--schedule", default=defaults.schedule, choices=SCHEDULES)
-    parser.add_argument("--num-steps", type=int, default=defaults.num_steps, help="diffusion steps T")
-    parser.add_argument("--variance", default=defaults.variance, choices=VARIANCES, help="reverse variance σ_t²")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
-    parser.add_argument("--grad-clip", type=float, default=defaults.grad_clip)
-    parser.add_argument("--sampler", default=defaults.sampler, choices=SAMPLERS, help="sampler of samples.png")
-    parser.add_argument("--sample-steps", type=int, default=defaults.sample_steps, help="DDIM steps of samples.png")
+    parser.add_argument("--vae-run", required=True, help="VAE run folder, e.g. runs/table_vae_mlp_bernoulli_50ep")  # not a config field
+    add_config_options(parser, LatentDDPMConfig)
     add_run_options(parser, "latent_ddpm_<vae run name>")
     parser.set_defaults(handler=_train_latent)
 

@@ -9,14 +9,14 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from ppl_dgm._checks import check_positive_int, check_positive_int_sequence
+from ppl_dgm._checks import check_positive_int, check_positive_int_sequence, check_seed
 from ppl_dgm.data import image_shape as dataset_image_shape
 from ppl_dgm.data import load_dataset
 from ppl_dgm.data import num_classes as dataset_num_classes
@@ -41,26 +41,27 @@ SAMPLERS = ("ancestral", "ddim")
 class DDPMConfig:
     """Everything that defines a DDPM run; saved as ``config.json``."""
 
-    dataset: str = "mnist5k"
-    channels: int = 32
+    dataset: str = field(default="mnist5k", metadata={"choices": DATASETS})
+    channels: int = field(default=32, metadata={"help": "U-Net base channels"})
     channel_mults: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1
-    attention: bool = True  # self-attention at the lowest resolution (and always in the middle)
+    # self-attention at the lowest resolution (and always in the middle)
+    attention: bool = field(default=True, metadata={"help": "no self-attention at the lowest level"})
     dropout: float = 0.1
-    schedule: str = "linear"
-    num_steps: int = 1000
-    variance: str = "beta"
-    class_conditional: bool = False
+    schedule: str = field(default="linear", metadata={"choices": SCHEDULES})
+    num_steps: int = field(default=1000, metadata={"help": "diffusion steps T"})
+    variance: str = field(default="beta", metadata={"choices": VARIANCES, "help": "reverse variance σ_t²"})
+    class_conditional: bool = field(default=False, metadata={"help": "condition on labels, dropped with --p-uncond"})
     p_uncond: float = 0.1
     epochs: int = 20
     batch_size: int = 128
     lr: float = 2e-4
     ema_decay: float = 0.9999
     grad_clip: float = 1.0
-    sample_steps: int = 50
-    guidance_scale: float = 1.0
+    sample_steps: int = field(default=50, metadata={"help": "DDIM steps of the per-epoch grid"})
+    guidance_scale: float = field(default=1.0, metadata={"help": "w of classifier-free guidance for grids"})
     seed: int = 0
-    data_root: str | None = None
+    data_root: str | None = field(default=None, metadata={"help": "folder with the cifar10 files; never downloads"})
 
     def __post_init__(self) -> None:
         self.channel_mults = check_positive_int_sequence("channel_mults", tuple(self.channel_mults))
@@ -70,6 +71,7 @@ class DDPMConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not known; expected one of {known}")
         for name in ("channels", "num_res_blocks", "num_steps", "epochs", "batch_size", "sample_steps"):
             check_positive_int(name, getattr(self, name))
+        check_seed(self.seed)
         for name, low, high in (("dropout", 0.0, 1.0), ("p_uncond", 0.0, 1.0), ("ema_decay", 0.0, 1.0)):
             value = getattr(self, name)
             if not (low <= value < high if name != "ema_decay" else low < value < high):

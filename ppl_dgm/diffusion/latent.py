@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from ppl_dgm._checks import check_choice, check_positive_float, check_positive_int, check_positive_int_sequence
+from ppl_dgm._checks import check_choice, check_positive_float, check_positive_int, check_positive_int_sequence, check_seed
 from ppl_dgm.diffusion.ddpm import VARIANCES, simple_loss
 from ppl_dgm.diffusion.experiment import SAMPLERS, SCHEDULES, _NetworkWithEMA, build_schedule
 from ppl_dgm.diffusion.samplers import sample_ancestral, sample_ddim
@@ -51,19 +51,19 @@ GRID_EVERY = 25  # epochs between samples.png refreshes during training (and alw
 class LatentDDPMConfig:
     """Everything that defines a latent-DDPM run except the VAE run folder; saved as ``config.json`` (with ``vae_run``)."""
 
-    latents: str = "mean"
-    hidden: tuple[int, ...] = (512, 512, 512)
+    latents: str = field(default="mean", metadata={"choices": LATENTS, "help": "posterior mean E[z|x] or a fresh z ~ q(z|x) per batch"})
+    hidden: tuple[int, ...] = field(default=(512, 512, 512), metadata={"help": "widths of the ε-MLP"})
     time_embedding_dim: int = 128
-    schedule: str = "linear"
-    num_steps: int = 1000
-    variance: str = "beta"
+    schedule: str = field(default="linear", metadata={"choices": SCHEDULES})
+    num_steps: int = field(default=1000, metadata={"help": "diffusion steps T"})
+    variance: str = field(default="beta", metadata={"choices": VARIANCES, "help": "reverse variance σ_t²"})
     epochs: int = 200
     batch_size: int = 128
     lr: float = 1e-3
     ema_decay: float = 0.999
     grad_clip: float = 1.0
-    sampler: str = "ancestral"
-    sample_steps: int = 50
+    sampler: str = field(default="ancestral", metadata={"choices": SAMPLERS, "help": "sampler of samples.png"})
+    sample_steps: int = field(default=50, metadata={"help": "DDIM steps of samples.png"})
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -76,6 +76,7 @@ class LatentDDPMConfig:
             check_positive_int(name, getattr(self, name))
         check_positive_float("lr", self.lr)
         check_positive_float("grad_clip", self.grad_clip)
+        check_seed(self.seed)
         if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) or not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in (0, 1), got {self.ema_decay!r}")
         if self.sample_steps > self.num_steps:

@@ -10,13 +10,13 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from ppl_dgm._checks import check_positive_int
+from ppl_dgm._checks import check_positive_int, check_seed
 from ppl_dgm.data import image_shape as dataset_image_shape
 from ppl_dgm.data import load_dataset
 from ppl_dgm.data import num_classes as dataset_num_classes
@@ -39,21 +39,21 @@ _CRITIC_LOSSES = ("wasserstein", "wasserstein_gp")  # no batchnorm in the critic
 class GANConfig:
     """Everything that defines an image GAN run; saved as ``config.json``. ``None`` = the objective's recipe."""
 
-    arch: str = "dcgan"
-    loss: str = "non_saturating"
-    dataset: str = "mnist5k"
+    arch: str = field(default="dcgan", metadata={"choices": ARCHITECTURES})
+    loss: str = field(default="non_saturating", metadata={"choices": OBJECTIVE_NAMES})
+    dataset: str = field(default="mnist5k", metadata={"choices": DATASETS})
     latent_dim: int = 64
     channels: int = 64
     epochs: int = 10
-    batch_size: int | None = None
-    lr: float | None = None
-    n_critic: int | None = None
+    batch_size: int | None = field(default=None, metadata={"help": "default: the objective's recipe (64)"})
+    lr: float | None = field(default=None, metadata={"help": "default: the objective's recipe"})
+    n_critic: int | None = field(default=None, metadata={"help": "discriminator steps per generator step (default: recipe)"})
     ema_decay: float = 0.995  # half-life ~140 generator steps (~9k images at batch 64)
-    spectral_norm: bool = False
-    minibatch_std: bool = False
-    mixing_probability: float = 0.9
+    spectral_norm: bool = field(default=False, metadata={"help": "spectral normalization in D (Miyato et al. 2018)"})
+    minibatch_std: bool = field(default=False, metadata={"help": "minibatch std feature in D (Karras et al. 2018)"})
+    mixing_probability: float = field(default=0.9, metadata={"help": "style mixing (stylegan)"})
     seed: int = 0
-    data_root: str | None = None
+    data_root: str | None = field(default=None, metadata={"help": "folder with torchvision files; never downloads"})
 
     def __post_init__(self) -> None:
         for name, known in (("arch", ARCHITECTURES), ("loss", OBJECTIVE_NAMES), ("dataset", DATASETS)):
@@ -61,6 +61,7 @@ class GANConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not known; expected one of {known}")
         for name in ("latent_dim", "channels", "epochs"):
             check_positive_int(name, getattr(self, name))
+        check_seed(self.seed)
         if self.batch_size is not None:
             check_positive_int("batch_size", self.batch_size)
         if self.n_critic is not None:
@@ -160,7 +161,7 @@ def train_gan(config: GANConfig, run_dir: str | os.PathLike, *, device: str | to
         max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples,
         description=f"{config.arch} {config.loss} {config.dataset}",
     )
-    result: dict[str, Any] = {"epochs_done": len(history), "steps": run.checkpoint.load()["step"],
+    result: dict[str, Any] = {"epochs_done": len(history), "steps": history.steps,
                               "train_seconds": time.perf_counter() - started, "device": str(device)}
     if history.records:
         result.update(d_loss=history["d_loss"][-1], g_loss=history["g_loss"][-1])

@@ -19,8 +19,9 @@ from ppl_dgm._checks import check_positive_int
 from ppl_dgm.gan.losses import Objective, clip_weights, gradient_penalty
 from ppl_dgm.train.checkpoint import Checkpoint, rng_state, set_rng_state
 from ppl_dgm.train.device import resolve_device
-from ppl_dgm.train.loop import (DIVERGENCE_FACTOR, History, TrainingDiverged, as_tensors, check_divergence_factor, check_finite_data,
-                                divergence_limit, epoch_order, iterate_minibatches, write_metrics)
+from ppl_dgm.train.distributed import all_reduce_mean, rank_and_world_size
+from ppl_dgm.train.loop import (DIVERGENCE_FACTOR, History, TrainingDiverged, _LossModule, as_tensors, check_divergence_factor,
+                                check_finite_data, divergence_limit, epoch_order, iterate_minibatches, write_metrics)
 
 __all__ = ["train_adversarial", "fit_gan", "check_n_critic"]
 
@@ -71,6 +72,9 @@ def train_adversarial(
     Divergence as in :func:`ppl_dgm.train.fit`: NaN/inf, or either mean loss past ``divergence_factor`` ·
     max(|its first-step value|, 1), stops with :class:`TrainingDiverged` before any checkpoint is written.
     """
+    for name, network in (("generator", generator), ("discriminator", discriminator)):
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"{name} must be a torch.nn.Module, got {type(network).__name__}")
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     check_n_critic(n_critic)
@@ -89,12 +93,23 @@ def train_adversarial(
     d_optimizer = discriminator_optim([p for p in discriminator.parameters() if p.requires_grad])
     if ema is not None:
         ema.to(device)
+    rank, world_size = rank_and_world_size()
+    main_process = rank == 0
+    train_d, train_g = discriminator_loss, generator_loss
+    if world_size > 1:  # each player's loss module in DDP, so each step all-reduces that player's gradients
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [device.index] if device.type == "cuda" else None
+        d_wrapped = DistributedDataParallel(_LossModule(discriminator, discriminator_loss), device_ids=device_ids)
+        g_wrapped = DistributedDataParallel(_LossModule(generator, generator_loss), device_ids=device_ids)
+        train_d = lambda batch: d_wrapped(*batch)  # noqa: E731
+        train_g = lambda batch: g_wrapped(*batch)  # noqa: E731
     if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
         checkpoint = Checkpoint(checkpoint)
-    metrics_path = Path(metrics_path) if metrics_path is not None else None
+    metrics_path = Path(metrics_path) if metrics_path is not None and main_process else None
 
     num_examples = tensors[0].shape[0]
-    steps_per_epoch = math.ceil(num_examples / batch_size)
+    steps_per_epoch = math.ceil(math.ceil(num_examples / world_size) / batch_size)
     history = History()
     start_epoch, start_batch, step = 0, 0, 0
     partial = torch.zeros(2, dtype=torch.float64)  # running sums of (d_loss, g_loss) of the current epoch
@@ -103,6 +118,8 @@ def train_adversarial(
 
     if resume and checkpoint is not None and checkpoint.exists():
         state = checkpoint.load(map_location=device, restore_rng=True)
+        if state.get("rng_per_rank") is not None and len(state["rng_per_rank"]) == world_size:
+            set_rng_state(state["rng_per_rank"][rank])
         generator.load_state_dict(state["generator"])
         discriminator.load_state_dict(state["discriminator"])
         g_optimizer.load_state_dict(state["generator_optimizer"])
@@ -117,19 +134,27 @@ def train_adversarial(
             reference = [history.records[0]["d_loss"], history.records[0]["g_loss"]]
         if metrics_path is not None:
             write_metrics(metrics_path, history.records)
-    elif metrics_path is not None:
-        metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        write_metrics(metrics_path, [])
+    else:
+        if world_size > 1:  # every process draws its own latents z (same seed everywhere otherwise)
+            torch.manual_seed(torch.initial_seed() + rank)
+        if metrics_path is not None:
+            metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            write_metrics(metrics_path, [])
 
     def save(epoch: int, batch_in_epoch: int, sums: Tensor, counts: list[int]) -> None:
         if checkpoint is None:
+            return
+        rng_per_rank = [None] * world_size
+        if world_size > 1:  # every process's RNG, so a resumed distributed run continues exactly
+            torch.distributed.all_gather_object(rng_per_rank, rng_state())
+        if not main_process:
             return
         checkpoint.save({
             "generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
             "generator_optimizer": g_optimizer.state_dict(), "discriminator_optimizer": d_optimizer.state_dict(),
             "ema": None if ema is None else ema.state_dict(), "history": history.records, "epoch": epoch,
             "batch_in_epoch": batch_in_epoch, "step": step, "partial_sums": sums, "partial_counts": counts,
-            "rng": rng_state(), "reference_losses": reference,
+            "rng": rng_state(), "rng_per_rank": rng_per_rank if world_size > 1 else None, "reference_losses": reference,
         })
 
     def check_finite(values: Tensor, epoch: int) -> None:
@@ -155,13 +180,19 @@ def train_adversarial(
         for group in (*g_optimizer.param_groups, *d_optimizer.param_groups):
             group["lr"] = group["initial_lr"] * factor
 
-    bar = tqdm(total=total_steps, initial=min(step, total_steps), desc=description, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=min(step, total_steps), desc=description, disable=not (progress and main_process), dynamic_ncols=True)
+
+    def epoch_means(running: Tensor, counts: list[int]) -> Tensor:
+        """Mean (d_loss, g_loss) of the epoch so far, averaged over processes (one host sync)."""
+        totals = torch.tensor([max(partial_counts[i] + counts[i], 1) for i in (0, 1)], dtype=torch.float64, device=running.device)
+        return all_reduce_mean((partial.to(running.device) + running) / totals).cpu()
+
     generator.train()
     discriminator.train()
     try:
         for epoch in range(start_epoch, epochs):
             epoch_start = time.perf_counter()
-            order = epoch_order(num_examples, epoch, seed).to(device)
+            order = epoch_order(num_examples, epoch, seed, rank, world_size).to(device)
             running = torch.zeros(2, dtype=torch.float64, device=device)
             counts = [0, 0]
             batch_index = start_batch
@@ -170,7 +201,7 @@ def train_adversarial(
                     batch = transform(batch)
                 if lr_factor is not None:
                     set_learning_rates()
-                d_loss = discriminator_loss(batch)
+                d_loss = train_d(batch)
                 d_optimizer.zero_grad(set_to_none=True)
                 d_loss.backward()
                 d_optimizer.step()
@@ -180,10 +211,10 @@ def train_adversarial(
                 counts[0] += 1
                 step += 1
                 if reference[0] is None:  # one host sync per run
-                    reference[0] = float(d_loss.detach())
+                    reference[0] = float(all_reduce_mean(d_loss.detach().double()))
                 if step % n_critic == 0:
                     discriminator.requires_grad_(False)  # no D gradients on the generator step
-                    g_loss = generator_loss(batch)
+                    g_loss = train_g(batch)
                     g_optimizer.zero_grad(set_to_none=True)
                     g_loss.backward()
                     g_optimizer.step()
@@ -193,24 +224,24 @@ def train_adversarial(
                     running[1] += g_loss.detach().double()
                     counts[1] += 1
                     if reference[1] is None:
-                        reference[1] = float(g_loss.detach())
+                        reference[1] = float(all_reduce_mean(g_loss.detach().double()))
                 batch_index += 1
                 bar.update(1)
                 at_limit = max_steps is not None and step >= max_steps
                 if step % log_every == 0 or at_limit:
-                    means = (partial + running.cpu()) / torch.tensor([max(partial_counts[i] + counts[i], 1) for i in (0, 1)])
+                    means = epoch_means(running, counts)
                     check_finite(means, epoch)
                     bar.set_postfix(epoch=epoch + 1, d_loss=f"{means[0]:.4g}", g_loss=f"{means[1]:.4g}")
                 if at_limit and batch_index < steps_per_epoch:
                     save(epoch, batch_index, partial + running.cpu(), [partial_counts[i] + counts[i] for i in (0, 1)])
                     return history
             totals = [partial_counts[i] + counts[i] for i in (0, 1)]
-            means = (partial + running.cpu()) / torch.tensor([max(t, 1) for t in totals])
+            means = epoch_means(running, counts)
             check_finite(means, epoch)
             record: dict[str, Any] = {"epoch": epoch + 1, "step": step, "d_loss": float(means[0]),
                                       "g_loss": float(means[1]) if totals[1] else None}
             record["seconds"] = time.perf_counter() - epoch_start
-            if on_epoch_end is not None:
+            if on_epoch_end is not None and main_process:
                 saved_rng = rng_state()
                 on_epoch_end(epoch, record)
                 set_rng_state(saved_rng)  # what a callback draws must not change training
@@ -223,6 +254,7 @@ def train_adversarial(
                 return history
     finally:
         bar.close()
+        history.steps = step
     return history
 
 

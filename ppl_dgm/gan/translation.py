@@ -10,14 +10,14 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ppl_dgm._checks import check_positive_int
+from ppl_dgm._checks import check_positive_int, check_seed
 from ppl_dgm.data.pairs import PAIR_TASKS, load_pairs, load_unpaired
 from ppl_dgm.gan.losses import least_squares_discriminator_loss, minimax_discriminator_loss, non_saturating_generator_loss
 from ppl_dgm.gan.nets import PatchDiscriminator, Pix2PixGenerator, ResnetGenerator
@@ -36,13 +36,13 @@ class TranslationConfig:
     """A pix2pix or CycleGAN run; ``l1_weight`` is λ (100 pix2pix, 10 CycleGAN); identity loss weight × λ."""
 
     model: str = "pix2pix"
-    task: str = "edges2digit"
+    task: str = field(default="edges2digit", metadata={"choices": PAIR_TASKS})
     channels: int = 32
     epochs: int = 5
     batch_size: int = 32
     lr: float = 2e-4
-    l1_weight: float = 100.0
-    identity_weight: float = 0.0
+    l1_weight: float = field(default=100.0, metadata={"help": "λ: 100 for pix2pix, 10 for cyclegan's cycle loss"})
+    identity_weight: float = field(default=0.0, metadata={"help": "cyclegan identity loss weight, times λ (0 = off)"})
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -51,6 +51,7 @@ class TranslationConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not known; expected one of {known}")
         for name in ("channels", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
+        check_seed(self.seed)
         for name in ("l1_weight", "identity_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -169,7 +170,7 @@ def train_translation(config: TranslationConfig, run_dir: str | os.PathLike, *, 
                                 on_epoch_end=write_grid, description=f"{config.model} {config.task}")
     metrics, grid = evaluate_translation(generator, config, device)
     run.save_grid(grid, "samples.png", nrow=10)
-    return {"epochs_done": len(history), "steps": run.checkpoint.load()["step"],
+    return {"epochs_done": len(history), "steps": history.steps,
             "train_seconds": time.perf_counter() - started, "device": str(device), **metrics}
 
 

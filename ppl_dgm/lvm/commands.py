@@ -11,20 +11,13 @@ _HELP = {"gmm": "Gaussian mixture by exact EM on dequantized digits", "fa": "fac
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
-    from ppl_dgm.cli import add_run_options, evaluate_command
+    from ppl_dgm.cli import add_config_options, add_run_options, evaluate_command
     from ppl_dgm.lvm.experiment import LVMConfig
 
-    defaults = LVMConfig()
     for model in ("gmm", "fa", "ppca"):
         parser = train.add_parser(model, help=_HELP[model])
-        if model == "gmm":
-            parser.add_argument("--components", type=int, default=defaults.components)
-            parser.add_argument("--covariance", default=defaults.covariance, choices=("full", "diag"))
-            parser.add_argument("--reg-covar", type=float, default=defaults.reg_covar, help="added to covariance diagonals (as sklearn)")
-        else:
-            parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim)
-        parser.add_argument("--max-iter", type=int, default=defaults.max_iter)
-        parser.add_argument("--tol", type=float, default=defaults.tol, help="stop when the mean log-likelihood changes less (nats)")
+        unused = ("latent_dim",) if model == "gmm" else ("components", "covariance", "reg_covar")  # a GMM has components, FA/PPCA a latent space
+        add_config_options(parser, LVMConfig, exclude=("model", *unused))
         add_run_options(parser, f"{model}_digits", resumable=False, distributed=False)
         parser.set_defaults(handler=_train, model=model)
 

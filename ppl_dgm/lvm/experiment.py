@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from ppl_dgm._checks import check_positive_int
+from ppl_dgm._checks import check_positive_int, check_seed
 
 __all__ = ["LVMConfig", "MODELS", "digits_vectors", "build_lvm", "fit_lvm", "train_lvm", "load_lvm_run"]
 
@@ -29,10 +29,10 @@ class LVMConfig:
     model: str = "gmm"
     components: int = 10
     latent_dim: int = 10
-    covariance: str = "full"
-    reg_covar: float = 1e-3
+    covariance: str = field(default="full", metadata={"choices": ("full", "diag")})
+    reg_covar: float = field(default=1e-3, metadata={"help": "added to covariance diagonals (as sklearn)"})
     max_iter: int = 300
-    tol: float = 1e-6
+    tol: float = field(default=1e-6, metadata={"help": "stop when the mean log-likelihood changes less (nats)"})
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -40,6 +40,7 @@ class LVMConfig:
             raise ValueError(f"model={self.model!r} is not known; expected one of {MODELS}")
         for name in ("components", "latent_dim", "max_iter"):
             check_positive_int(name, getattr(self, name))
+        check_seed(self.seed)
 
 
 def digits_vectors(split: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,27 +8,11 @@ __all__ = ["add_parsers"]
 
 
 def _add_training_arguments(parser: argparse.ArgumentParser, model: str) -> None:
-    from ppl_dgm.cli import add_run_options
-    from ppl_dgm.sde.experiment import DATASETS, SDE_NAMES, ScoreConfig
+    from ppl_dgm.cli import add_config_options, add_run_options
+    from ppl_dgm.sde.experiment import ScoreConfig
 
-    defaults = ScoreConfig()
-    parser.add_argument("--dataset", default=defaults.dataset, choices=DATASETS, help="toy 2-D name, mnist5k or digits")
-    if model == "score-sde":
-        parser.add_argument("--sde", default=defaults.sde, choices=SDE_NAMES)
-        parser.add_argument("--likelihood-weighting", action="store_true", help="λ(t) = g(t)² instead of σ(t)²")
-    parser.add_argument("--num-train", type=int, default=defaults.num_train, help="toy 2-D training points")
-    parser.add_argument("--hidden", type=int, nargs="+", default=list(defaults.hidden), help="MLP widths (toy 2-D)")
-    parser.add_argument("--channels", type=int, default=defaults.channels, help="U-Net base channels (images)")
-    parser.add_argument("--channel-mults", type=int, nargs="+", default=list(defaults.channel_mults))
-    parser.add_argument("--num-scales", type=int, default=defaults.num_scales, help="NCSN: number of geometric σ's")
-    parser.add_argument("--sigma-min", type=float, default=defaults.sigma_min,
-                        help="NCSN σ_L / VE σ_min (mnist5k on [−1, 1]: 0.02, the paper's 0.01 on [0, 1] data)")
-    parser.add_argument("--sigma-max", type=float, default=defaults.sigma_max,
-                        help="NCSN σ_1 / VE σ_max (mnist5k on [−1, 1]: 2, the paper's 1 on [0, 1] data)")
-    for name in ("epochs", "batch_size"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    parser.add_argument("--lr", type=float, default=defaults.lr)
-    parser.add_argument("--ema-decay", type=float, default=defaults.ema_decay)
+    # NCSN perturbs with geometric σ's, not an SDE
+    add_config_options(parser, ScoreConfig, exclude=("model",) if model == "score-sde" else ("model", "sde", "likelihood_weighting"))
     add_run_options(parser, f"{model}_<dataset>", amp=True)
     parser.set_defaults(handler=_train, model=model)
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from ppl_dgm._checks import check_seed
 from ppl_dgm.data import TOY2D_NAMES, load_dataset, toy2d
 from ppl_dgm.data import image_shape as dataset_image_shape
 from ppl_dgm.nn import TimeConditionedMLP, UNet
@@ -40,16 +41,16 @@ class ScoreConfig:
     """Everything that defines a score-model run; saved as ``config.json``."""
 
     model: str = "score-sde"
-    sde: str = "vp"
-    dataset: str = "checkerboard"
-    num_train: int = 20000  # toy 2-D: points drawn with the seed
-    hidden: tuple[int, ...] = (256, 256, 256)
-    channels: int = 32
+    sde: str = field(default="vp", metadata={"choices": SDE_NAMES})
+    dataset: str = field(default="checkerboard", metadata={"choices": DATASETS, "help": "toy 2-D name, mnist5k or digits"})
+    num_train: int = field(default=20000, metadata={"help": "toy 2-D training points"})  # drawn with the seed
+    hidden: tuple[int, ...] = field(default=(256, 256, 256), metadata={"help": "MLP widths (toy 2-D)"})
+    channels: int = field(default=32, metadata={"help": "U-Net base channels (images)"})
     channel_mults: tuple[int, ...] = (1, 2, 2)
-    likelihood_weighting: bool = False
-    num_scales: int = 10  # NCSN: L geometric σ's
-    sigma_min: float = 0.01
-    sigma_max: float = 5.0
+    likelihood_weighting: bool = field(default=False, metadata={"help": "λ(t) = g(t)² instead of σ(t)²"})
+    num_scales: int = field(default=10, metadata={"help": "NCSN: number of geometric σ's"})  # L
+    sigma_min: float = field(default=0.01, metadata={"help": "NCSN σ_L / VE σ_min (mnist5k on [−1, 1]: 0.02, the paper's 0.01 on [0, 1] data)"})
+    sigma_max: float = field(default=5.0, metadata={"help": "NCSN σ_1 / VE σ_max (mnist5k on [−1, 1]: 2, the paper's 1 on [0, 1] data)"})
     epochs: int = 20
     batch_size: int = 256
     lr: float = 2e-3
@@ -61,6 +62,7 @@ class ScoreConfig:
         for name, known in (("model", MODELS), ("sde", SDE_NAMES), ("dataset", DATASETS)):
             if getattr(self, name) not in known:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not known; expected one of {known}")
+        check_seed(self.seed)
 
     @property
     def is_image(self) -> bool:

@@ -43,12 +43,36 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device | 
                 f"({global_lines[0][:200]}); only tensors and plain Python values are loaded"
             ) from None
         detail = next((line for line in lines if line.startswith("Unsupported")), lines[-1] if lines else "")
+        calls = _pickled_calls(path)
+        if calls:
+            raise UnsafeFileError(
+                f"refused to load {what} {str(path)!r}: it is a plain pickle that imports and calls objects "
+                f"({', '.join(calls)}); only torch.save files of tensors and plain Python values are loaded"
+            ) from None
         raise CorruptFileError(
             f"{what} {str(path)!r} is not a file torch.save wrote, or uses pickle features that safe loading "
             f"refuses ({detail[:200]})"
         ) from None
     except (RuntimeError, EOFError, UnicodeDecodeError, OSError, ValueError, KeyError, AttributeError, IndexError) as error:
         raise CorruptFileError(f"{what} {str(path)!r} is truncated or not a torch file ({type(error).__name__}: {str(error)[:200]})") from None
+
+
+def _pickled_calls(path: Path) -> list[str]:
+    """The opcodes of a plain (non-zip) pickle that import or call objects; read with ``pickletools``, which runs nothing."""
+    import pickletools
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return []
+    found: list[str] = []
+    try:
+        with open(path, "rb") as file:
+            for opcode, _, _ in pickletools.genops(file):
+                if opcode.name in ("GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX") and opcode.name not in found:
+                    found.append(opcode.name)
+    except Exception:  # not a pickle at all: corrupt, not unsafe
+        return []
+    return found
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -80,6 +80,7 @@ class History:
     """Per-epoch records (``epoch``, ``step``, ``loss``, ``val_loss``, ``seconds``) of one run."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0  # optimizer steps taken when the loop returned (max_steps may stop it inside an epoch)
 
     def __getitem__(self, key: str) -> list[Any]:
         return [record.get(key) for record in self.records]
@@ -388,6 +389,7 @@ def fit(
                 return history
     finally:
         bar.close()
+        history.steps = step
     return history
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 
 from ppl_dgm.train.checkpoint import Checkpoint
 from ppl_dgm.train.device import resolve_device
-from ppl_dgm.train.loop import Batch, History, OptimizerFactory, as_tensors, evaluate_loss, fit
+from ppl_dgm.train.loop import Batch, History, OptimizerFactory, as_tensors, check_finite_data, evaluate_loss, fit
 
 __all__ = ["fit_svi", "evaluate_elbo", "elbo_loss_fn", "differentiable_loss", "DataPlateScale", "owning_module"]
 
@@ -127,6 +127,7 @@ def fit_svi(
         raise TypeError(f"loss must be a pyro.infer ELBO instance (e.g. Trace_ELBO()), got {loss!r}")
     module = owning_module(model, guide)
     tensors = as_tensors(data)
+    check_finite_data(tensors)  # before the warm-up, so the message names the bad example
     device = resolve_device(device)
     module.to(device)
     # One evaluation creates lazily initialized parameters (e.g. AutoGuides) before the optimizer sees them.

@@ -3,21 +3,21 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
 import torch
 from torch.utils.data import TensorDataset
 
-from ppl_dgm._checks import check_choice, check_positive_float, check_positive_int
+from ppl_dgm._checks import check_choice, check_positive_float, check_positive_int, check_seed
 from ppl_dgm.data import image_shape as dataset_image_shape
 from ppl_dgm.data import load_dataset
 from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.loop import evaluate_loss, fit
 from ppl_dgm.train.runs import RunDir
 from ppl_dgm.vae.autoencoder import NOISE_TYPES, RECONSTRUCTION_LOSSES, Autoencoder, conv_autoencoder, mlp_autoencoder
-from ppl_dgm.vae.experiment import ARCHITECTURES, VAEConfig, vae_data, write_grids
+from ppl_dgm.vae.experiment import ARCHITECTURES, DATASETS, VAEConfig, vae_data, write_grids
 from ppl_dgm.vae.vqvae import VQVAE
 
 __all__ = ["AEConfig", "VQVAEConfig", "build_autoencoder", "build_vqvae", "train_autoencoder", "evaluate_autoencoder", "train_vqvae",
@@ -28,19 +28,19 @@ __all__ = ["AEConfig", "VQVAEConfig", "build_autoencoder", "build_vqvae", "train
 class AEConfig:
     """A (denoising) autoencoder run; ``loss="bce"`` trains on the binarized digits the Bernoulli VAEs use."""
 
-    dataset: str = "mnist5k"
-    arch: str = "mlp"
+    dataset: str = field(default="mnist5k", metadata={"choices": DATASETS})
+    arch: str = field(default="mlp", metadata={"choices": ARCHITECTURES})
     latent_dim: int = 50
     hidden: int = 400
     channels: int = 32
-    corruption: float = 0.0
-    noise: str = "masking"
-    loss: str = "bce"
+    corruption: float = field(default=0.0, metadata={"help": "masking probability or Gaussian noise std"})
+    noise: str = field(default="masking", metadata={"choices": NOISE_TYPES})
+    loss: str = field(default="bce", metadata={"choices": RECONSTRUCTION_LOSSES, "help": "bce on binarized digits or mse on grey levels"})
     epochs: int = 50
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
-    data_root: str | None = None
+    data_root: str | None = field(default=None, metadata={"help": "folder with torchvision files; never downloads"})
 
     def __post_init__(self) -> None:
         check_choice("arch", self.arch, ARCHITECTURES)
@@ -49,6 +49,7 @@ class AEConfig:
         for name in ("latent_dim", "hidden", "channels", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
         check_positive_float("lr", self.lr)
+        check_seed(self.seed)
 
     def data(self, split: str) -> TensorDataset:
         """Binarized images for BCE, 8-bit grey images for MSE (the same splits as the VAEs)."""
@@ -135,23 +136,24 @@ def train_autoencoder(
 class VQVAEConfig:
     """A VQ-VAE run on 8-bit grey images (van den Oord et al. 2017 defaults: β = 0.25, EMA decay 0.99)."""
 
-    dataset: str = "mnist5k"
+    dataset: str = field(default="mnist5k", metadata={"choices": DATASETS})
     num_codes: int = 128
     code_dim: int = 16
     channels: int = 32
-    beta: float = 0.25
-    ema_decay: float | None = 0.99
+    beta: float = field(default=0.25, metadata={"help": "commitment weight"})
+    ema_decay: float | None = field(default=0.99, metadata={"help": "EMA codebook decay; 0 for the codebook loss instead"})
     restart_dead_codes: bool = True
     epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
-    data_root: str | None = None
+    data_root: str | None = field(default=None, metadata={"help": "folder with torchvision files; never downloads"})
 
     def __post_init__(self) -> None:
         for name in ("num_codes", "code_dim", "channels", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
         check_positive_float("lr", self.lr)
+        check_seed(self.seed)
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
@@ -13,7 +13,7 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from ppl_dgm._checks import check_choice, check_positive_float, check_positive_int
+from ppl_dgm._checks import check_choice, check_positive_float, check_positive_int, check_seed
 from ppl_dgm.data import image_shape as dataset_image_shape
 from ppl_dgm.data import load_dataset
 from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize, iwae_log_likelihood
@@ -29,6 +29,7 @@ __all__ = ["VAEConfig", "build_vae", "vae_data", "train_vae", "load_vae_run", "e
 
 ARCHITECTURES = ("mlp", "conv")
 MODELS = ("vae", "hvae")
+DATASETS = ("mnist5k", "digits", "mnist", "fashion_mnist", "cifar10")
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 
 
@@ -36,22 +37,24 @@ ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 class VAEConfig:
     """Everything that defines a VAE run; saved as ``config.json``."""
 
-    dataset: str = "mnist5k"
+    dataset: str = field(default="mnist5k", metadata={"choices": DATASETS})
     model: str = "vae"
-    likelihood: str = "bernoulli"
-    arch: str = "mlp"
-    latent_dim: int = 50
-    hidden: int = 400
-    latent_dim2: int = 32
-    hidden2: int = 256
-    channels: int = 32
-    beta: float = 1.0
-    elbo: str = "auto"
+    likelihood: str = field(default="bernoulli", metadata={"choices": LIKELIHOOD_NAMES})
+    arch: str = field(default="mlp", metadata={"choices": ARCHITECTURES})
+    latent_dim: int = field(default=50, metadata={"help": "z (VAE) or z1 (HVAE) size"})
+    hidden: int = field(default=400, metadata={"help": "MLP hidden width (next to x)"})
+    latent_dim2: int = field(default=32, metadata={"help": "z2 size"})
+    hidden2: int = field(default=256, metadata={"help": "hidden width between z1 and z2"})
+    channels: int = field(default=32, metadata={"help": "conv base channels"})
+    beta: float = field(default=1.0, metadata={"help": "KL weight (beta-VAE, Higgins et al. 2017)"})
+    elbo: str = field(default="auto", metadata={
+        "choices": (*ELBOS, "auto"),
+        "help": "trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); auto: meanfield for VAE, trace for HVAE"})
     epochs: int = 50
     batch_size: int = 128
     lr: float = 1e-3
     seed: int = 0
-    data_root: str | None = None
+    data_root: str | None = field(default=None, metadata={"help": "folder with torchvision files (mnist, fashion_mnist, cifar10); never downloads"})
 
     def __post_init__(self) -> None:
         check_choice("likelihood", self.likelihood, LIKELIHOOD_NAMES)
@@ -70,6 +73,7 @@ class VAEConfig:
         for name in ("latent_dim", "hidden", "latent_dim2", "hidden2", "channels", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
         check_positive_float("lr", self.lr)
+        check_seed(self.seed)
 
 
 def build_vae(config: VAEConfig) -> VAE | HVAE:

@@ -151,3 +151,27 @@ def test_fit_gan_on_cuda_keeps_everything_on_the_device(tmp_path):
     assert len(history) == 1 and math.isfinite(history["d_loss"][0])
     assert all(p.device.type == "cuda" for p in (*generator.parameters(), *ema.parameters()))
     assert Checkpoint(tmp_path / "ck.pt").load()["step"] == 3
+
+
+def test_extending_a_run_with_a_learning_rate_schedule_stretches_what_remains(tmp_path):
+    """lr_factor reads the fraction of ``epochs`` done: extending 1 -> 2 epochs keeps epoch 1 as trained (decayed over one
+    epoch) and runs epoch 2 on the 2-epoch schedule, so it ends at the straight run's learning rate, with other weights."""
+    data = images_and_labels()
+    seen = {}
+
+    def run(name, epochs, resume=False):
+        generator, discriminator = small_dcgan(conditional=False)
+        torch.manual_seed(5)
+        decay = lambda fraction: 1.0 - 0.9 * fraction  # noqa: E731
+        fit_gan(generator, discriminator, (data[0],), loss=objective("non_saturating"), latent_dim=8, epochs=epochs,
+                batch_size=16, device="cpu", progress=False, checkpoint=tmp_path / f"{name}.pt", resume=resume, lr_factor=decay)
+        state = Checkpoint(tmp_path / f"{name}.pt").load()
+        seen[name] = state
+        return state
+
+    straight = run("straight", 2)
+    run("extended", 1)
+    extended = run("extended", 2, resume=True)
+    lr = lambda state: state["generator_optimizer"]["param_groups"][0]["lr"]  # noqa: E731
+    assert lr(extended) == pytest.approx(lr(straight)) == pytest.approx(2e-4 * (1 - 0.9 * 5 / 6))  # set before the last step
+    assert any(not torch.equal(straight["generator"][k], extended["generator"][k]) for k in straight["generator"])
