@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from ppl_dgm.diffusion import NoiseSchedule, linear_schedule, sample_ancestral, sample_ddim, simple_loss
-from ppl_dgm.diffusion.experiment import DDPMConfig, _NetworkWithEMA, build_unet
+from ppl_dgm.diffusion.experiment import DDPMConfig, build_unet
 from ppl_dgm.train.device import resolve_device
+from ppl_dgm.train.ema import make_ema
 
 
 def best_of_interleaved(functions: dict, repeats: int, synchronize) -> tuple[dict, dict]:
@@ -159,22 +160,25 @@ def main() -> None:
     alpha_bar = full.alpha_bar.to(device, torch.float32)
 
     def trainer(kind: str, autocast: bool = False):
-        module = _NetworkWithEMA(build_unet(DDPMConfig()), 0.9999).to(device)
-        module.net.load_state_dict(state)
-        module.train()
-        parameters = list(module.net.parameters())
-        optimizer = module.ema_optimizer(2e-4)(parameters) if kind == "train ddpm" else torch.optim.Adam(parameters, lr=2e-4)
+        net = build_unet(DDPMConfig()).to(device)
+        net.load_state_dict(state)
+        net.train()
+        ema = make_ema(net, 0.9999)
+        parameters = list(net.parameters())
+        optimizer = torch.optim.Adam(parameters, lr=2e-4)
 
         def run() -> float:
             torch.manual_seed(args.seed)
             for _ in range(args.train_steps):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    loss = bare_simple_loss(module.net, alpha_bar, x0) if kind == "bare" else simple_loss(module.net, full, x0)
+                    loss = bare_simple_loss(net, alpha_bar, x0) if kind == "bare" else simple_loss(net, full, x0)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if kind == "train ddpm":
                     nn.utils.clip_grad_norm_(parameters, 1.0)
                 optimizer.step()
+                if kind == "train ddpm":  # what fit does after each step of a DDPM run
+                    ema.update_parameters(net)
             return loss.detach().float()
 
         return run

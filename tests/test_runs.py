@@ -156,3 +156,19 @@ def test_load_run_of_a_missing_or_foreign_folder_creates_nothing(tmp_path):
     (tmp_path / "other" / "config.json").write_text(json.dumps({"colour": "blue"}))
     with pytest.raises(ValueError, match="matches no ppl_dgm family"):
         load_run(tmp_path / "other")
+
+
+def test_ddpm_and_latent_runs_written_before_the_loop_owned_the_ema_still_load(tmp_path):
+    """Old checkpoints kept the EMA inside the trained module ("net.*", "ema.module.*", "ema.n_averaged")."""
+    from ppl_dgm.diffusion.experiment import load_ddpm_run
+
+    _ddpm(1)(tmp_path / "new", False)
+    state = Checkpoint(tmp_path / "new" / "checkpoint.pt").load()
+    old_module = {f"net.{k}": v for k, v in state["module"].items()} | {f"ema.{k}": v for k, v in state["ema"].items()}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text((tmp_path / "new" / "config.json").read_text())
+    Checkpoint(tmp_path / "old" / "checkpoint.pt").save({**state, "module": old_module, "ema": None})
+    new_net, _ = load_ddpm_run(tmp_path / "new", device="cpu")
+    old_net, _ = load_ddpm_run(tmp_path / "old", device="cpu")
+    for (name, value), (_, other) in zip(new_net.state_dict().items(), old_net.state_dict().items()):
+        assert torch.equal(value, other), name

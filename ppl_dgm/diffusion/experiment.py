@@ -115,24 +115,12 @@ def build_schedule(config: DDPMConfig) -> NoiseSchedule:
     return linear_schedule(config.num_steps) if config.schedule == "linear" else cosine_schedule(config.num_steps)
 
 
-class _NetworkWithEMA(nn.Module):
-    """The trained ε-network and its EMA copy (frozen), one module so the loop's checkpoint holds both."""
-
-    def __init__(self, net: nn.Module, ema_decay: float):
-        super().__init__()
-        self.net = net
-        self.ema = make_ema(net, ema_decay)
-        self.ema.requires_grad_(False)
-
-    def ema_optimizer(self, lr: float):
-        """Adam over ``net`` whose every step is followed by the EMA update θ_ema ← d·θ_ema + (1 − d)·θ."""
-
-        def factory(parameters):
-            optimizer = torch.optim.Adam(parameters, lr=lr)
-            optimizer.register_step_post_hook(lambda *_: self.ema.update_parameters(self.net))
-            return optimizer
-
-        return factory
+def ema_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The EMA state dict of a checkpoint. Runs written before the loop owned the EMA kept it inside the
+    trained module, under ``"ema."``."""
+    if state.get("ema") is not None:
+        return state["ema"]
+    return {key[len("ema."):]: value for key, value in state["module"].items() if key.startswith("ema.")}
 
 
 def _to_model_space_batch(batch):
@@ -215,30 +203,32 @@ def train_ddpm(
     train_data = load_dataset(config.dataset, "train", root=config.data_root)
     test_data = load_dataset(config.dataset, "test", root=config.data_root)
     schedule = build_schedule(config)
-    module = _NetworkWithEMA(build_unet(config), config.ema_decay).to(device)
+    net = build_unet(config).to(device)
+    ema = make_ema(net, config.ema_decay)  # Ho et al. 2020, App. B: samples and evaluation use the EMA weights
 
     def loss_fn(batch):  # Ho et al. 2020, Alg. 1; labels dropped to ∅ with p_uncond (Ho & Salimans 2022, Alg. 1)
         x0, y = batch[0], batch[1]
         if not config.class_conditional:
-            return simple_loss(module.net, schedule, x0)
-        return simple_loss(module.net, schedule, x0, drop_labels(y, config.p_uncond))
+            return simple_loss(net, schedule, x0)
+        return simple_loss(net, schedule, x0, drop_labels(y, config.p_uncond))
 
     def val_loss_fn(batch):
-        return simple_loss(module.ema.module, schedule, batch[0], batch[1] if config.class_conditional else None)
+        return simple_loss(ema.module, schedule, batch[0], batch[1] if config.class_conditional else None)
 
     def write_samples(epoch: int, record: dict[str, Any]) -> None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
-        images, nrow = sample_run(module.ema.module, config, 80 if config.class_conditional else 64, generator=generator)
+        images, nrow = sample_run(ema.module, config, 80 if config.class_conditional else 64, generator=generator)
         run.save_grid(images, "samples.png", nrow=nrow)
 
     started = time.perf_counter()
     history = fit(
-        module,
+        net,
         loss_fn,
         train_data,
         epochs=config.epochs,
         batch_size=config.batch_size,
-        optim=module.ema_optimizer(config.lr),
+        optim=lambda parameters: torch.optim.Adam(parameters, lr=config.lr),
+        ema=ema,
         device=device,
         val_data=TensorDataset(to_model_space(test_data.tensors[0]), *test_data.tensors[1:]),  # fit transforms only training batches
         val_loss_fn=val_loss_fn,
@@ -261,7 +251,7 @@ def train_ddpm(
         result["train_loss"] = history.loss[-1]
         result["val_loss"] = history.val_loss[-1]
     if eval_images:
-        result.update({f"test_{k}": v for k, v in evaluate_ddpm(module.ema.module, config, eval_images, progress=progress).items()})
+        result.update({f"test_{k}": v for k, v in evaluate_ddpm(ema.module, config, eval_images, progress=progress).items()})
     return result
 
 
@@ -269,7 +259,6 @@ def load_ddpm_run(run_dir: str | os.PathLike, device: str | torch.device = "auto
     """The EMA ε-network (eval mode) and config of a run folder written by :func:`train_ddpm`."""
     run = RunDir(run_dir)
     config = DDPMConfig(**run.read_config())
-    module = _NetworkWithEMA(build_unet(config), config.ema_decay)
-    state = run.checkpoint.load(map_location="cpu")
-    module.load_state_dict(state["module"])
-    return module.ema.module.to(resolve_device(device)).eval(), config
+    ema = make_ema(build_unet(config), config.ema_decay)
+    ema.load_state_dict(ema_state(run.checkpoint.load(map_location="cpu")))
+    return ema.module.to(resolve_device(device)).eval(), config

@@ -23,11 +23,12 @@ from torch.utils.data import TensorDataset
 
 from ppl_dgm._checks import check_choice, check_positive_float, check_positive_int, check_positive_int_sequence, check_seed
 from ppl_dgm.diffusion.ddpm import VARIANCES, simple_loss
-from ppl_dgm.diffusion.experiment import SAMPLERS, SCHEDULES, _NetworkWithEMA, build_schedule
+from ppl_dgm.diffusion.experiment import SAMPLERS, SCHEDULES, build_schedule
 from ppl_dgm.diffusion.samplers import sample_ancestral, sample_ddim
 from ppl_dgm.diffusion.schedules import NoiseSchedule
 from ppl_dgm.nn import TimeConditionedMLP
 from ppl_dgm.train.device import resolve_device
+from ppl_dgm.train.ema import make_ema
 from ppl_dgm.train.loop import fit
 from ppl_dgm.train.runs import RunDir
 
@@ -186,13 +187,29 @@ class LatentDDPM(nn.Module):
         return self.vae.decode(unstandardize_latents(u, self.latent_shift, self.latent_scale)).clamp(0.0, 1.0)
 
 
-class _LatentNetworkWithEMA(_NetworkWithEMA):
-    """The trained ε-network, its EMA copy and the standardization buffers: one checkpointed module."""
+class _LatentNetwork(nn.Module):
+    """The trained ε-network and the standardization buffers: one checkpointed module (its EMA copy is the loop's)."""
 
-    def __init__(self, net: nn.Module, ema_decay: float, latent_shift: Tensor, latent_scale: Tensor):
-        super().__init__(net, ema_decay)
+    def __init__(self, net: nn.Module, latent_shift: Tensor, latent_scale: Tensor):
+        super().__init__()
+        self.net = net
         self.register_buffer("latent_shift", latent_shift.detach().clone())
         self.register_buffer("latent_scale", latent_scale.detach().clone())
+
+
+def _split_states(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(module, EMA) state dicts of a checkpoint; runs written before the loop owned the EMA kept the EMA of the
+    ε-network inside the module under ``"ema."``."""
+    if state.get("ema") is not None:
+        return state["module"], state["ema"]
+    module = {key: value for key, value in state["module"].items() if not key.startswith("ema.")}
+    ema = {"module." + key: value for key, value in module.items() if not key.startswith("net.")}
+    for key, value in state["module"].items():
+        if key.startswith("ema.module."):
+            ema["module.net." + key[len("ema.module."):]] = value
+        elif key == "ema.n_averaged":
+            ema["n_averaged"] = value
+    return module, ema
 
 
 def _build_network(config: LatentDDPMConfig, latent_dim: int) -> TimeConditionedMLP:
@@ -258,7 +275,8 @@ def train_latent_ddpm(
     sampled = config.latents == "sample"
     shift, scale = latent_statistics(train_loc, train_scale if sampled else None)
     schedule = build_schedule(config)
-    module = _LatentNetworkWithEMA(_build_network(config, train_loc.shape[1]), config.ema_decay, shift, scale).to(device)
+    module = _LatentNetwork(_build_network(config, train_loc.shape[1]), shift, scale).to(device)
+    ema = make_ema(module, config.ema_decay)
 
     def to_diffusion_space(batch):
         loc, posterior_scale = batch[0], batch[1]
@@ -269,10 +287,10 @@ def train_latent_ddpm(
         return simple_loss(module.net, schedule, batch[0])
 
     def val_loss_fn(batch):  # fit does not apply ``transform`` to validation batches
-        return simple_loss(module.ema.module, schedule, to_diffusion_space(batch)[0])
+        return simple_loss(ema.module.net, schedule, to_diffusion_space(batch)[0])
 
     def latent_model() -> LatentDDPM:
-        return LatentDDPM(module.ema.module, vae, module.latent_shift, module.latent_scale).eval()
+        return LatentDDPM(ema.module.net, vae, module.latent_shift, module.latent_scale).eval()
 
     def write_samples() -> None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -291,7 +309,8 @@ def train_latent_ddpm(
         TensorDataset(train_loc, train_scale),
         epochs=config.epochs,
         batch_size=config.batch_size,
-        optim=module.ema_optimizer(config.lr),
+        optim=lambda parameters: torch.optim.Adam(parameters, lr=config.lr),
+        ema=ema,
         device=device,
         val_data=TensorDataset(test_loc, test_scale),
         val_loss_fn=val_loss_fn,
@@ -331,7 +350,10 @@ def load_latent_ddpm_run(run_dir: str | os.PathLike, device: str | torch.device 
     vae, _ = _load_vae(vae_run, device)
     latent_dim = vae.latent_dim
     zeros = torch.zeros(latent_dim)
-    module = _LatentNetworkWithEMA(_build_network(config, latent_dim), config.ema_decay, zeros, zeros)
-    module.load_state_dict(run.checkpoint.load(map_location="cpu")["module"])
-    model = LatentDDPM(module.ema.module, vae, module.latent_shift, module.latent_scale)
+    module = _LatentNetwork(_build_network(config, latent_dim), zeros, zeros)
+    ema = make_ema(module, config.ema_decay)
+    module_state, ema_state = _split_states(run.checkpoint.load(map_location="cpu"))
+    module.load_state_dict(module_state)
+    ema.load_state_dict(ema_state)
+    model = LatentDDPM(ema.module.net, vae, module.latent_shift, module.latent_scale)
     return model.to(device).eval(), config

@@ -200,29 +200,23 @@ def train_score(config: ScoreConfig, run_dir: str | os.PathLike, *, device: str 
     else:
         loss_fn = lambda batch: score_sde_loss(net, sde, batch[0], likelihood_weighting=config.likelihood_weighting)  # noqa: E731
 
+    ema = make_ema(net, config.ema_decay)
+
     def write_samples(epoch: int, record: dict[str, Any]) -> None:
         if epoch + 1 == config.epochs:
-            ema = _ema_of(net, config, run)
-            samples = sample_score_run(ema, config, 64 if config.is_image else 2000, steps=None if config.model == "ncsn" else 200, generator=torch.Generator(device=device).manual_seed(config.seed))
+            samples = sample_score_run(ema.module.eval(), config, 64 if config.is_image else 2000, steps=None if config.model == "ncsn" else 200, generator=torch.Generator(device=device).manual_seed(config.seed))
             _save_samples(run, config, samples)
 
     started = time.perf_counter()
     history = fit(net, loss_fn, (_data(config, "train"),), epochs=config.epochs, batch_size=config.batch_size,
                   optim=lambda p: torch.optim.Adam(p, lr=config.lr), device=device, val_data=(_data(config, "test"),),
-                  checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path, ema_decay=config.ema_decay,
+                  checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path, ema=ema,
                   max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples,
                   description=config.label, amp=amp)
     result: dict[str, Any] = {"epochs_done": len(history), "train_seconds": time.perf_counter() - started, "device": str(device)}
     if history.records:
         result.update(steps=history.records[-1]["step"], train_loss=history.loss[-1], val_loss=history.val_loss[-1])
     return result
-
-
-def _ema_of(net: nn.Module, config: ScoreConfig, run: RunDir) -> nn.Module:
-    ema = make_ema(build_network(config), config.ema_decay).to(next(net.parameters()).device)
-    state = run.checkpoint.load(map_location=next(net.parameters()).device)
-    ema.load_state_dict(state["ema"])
-    return ema.module.eval()
 
 
 def load_score_run(run_dir: str | os.PathLike, device: str | torch.device = "auto") -> tuple[nn.Module, ScoreConfig]:

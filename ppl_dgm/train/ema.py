@@ -40,4 +40,5 @@ def make_ema(module: nn.Module, decay: float = 0.9999, warmup: bool = True) -> A
     """
     if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0.0 < decay < 1.0:
         raise ValueError(f"decay must be a float in (0, 1), got {decay!r}")
-    return AveragedModel(module, multi_avg_fn=_ema_update(float(decay), bool(warmup)), use_buffers=True)
+    averaged = AveragedModel(module, multi_avg_fn=_ema_update(float(decay), bool(warmup)), use_buffers=True)
+    return averaged.requires_grad_(False)  # updated by update_parameters only, never by an optimizer

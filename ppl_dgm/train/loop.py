@@ -187,6 +187,7 @@ def fit(
     resume: bool = False,
     metrics_path: str | os.PathLike | None = None,
     ema_decay: float | None = None,
+    ema: nn.Module | None = None,
     max_steps: int | None = None,
     grad_clip: float | None = None,
     seed: int = 0,
@@ -216,8 +217,12 @@ def fit(
     Divergence: besides NaN/inf, training stops with :class:`TrainingDiverged` when the mean loss of an
     epoch so far exceeds ``divergence_factor`` · max(|loss of the first minibatch|, 1) in magnitude
     (default 100; ``None`` disables the check). The data are checked for NaN/inf once before training.
-    ``on_epoch_end`` runs after the epoch's checkpoint with the RNG states saved and restored around it,
-    so what a callback draws never changes training (a resumed or extended run continues exactly).
+    EMA: pass ``ema`` (``make_ema(module, decay)``, so the caller can sample with it in callbacks) or
+    ``ema_decay`` (the loop makes one); it is updated after every optimizer step, validates the model, and
+    is checkpointed under ``"ema"``. Epoch end, in this order: record (loss, validation loss) → divergence
+    check → ``on_epoch_end(epoch, record)`` (rank 0; it may add figures to the record; the RNG states are
+    saved and restored around it, so what it draws never changes training) → history → checkpoint →
+    ``metrics.jsonl``. The adversarial loop keeps the same order.
     Extending a run: resume with a larger ``epochs``; nothing in the loop depends on the total.
     """
     check_positive_int("epochs", epochs)
@@ -252,7 +257,13 @@ def fit(
         wrapped = DistributedDataParallel(_LossModule(module, loss_fn), device_ids=[device.index] if device.type == "cuda" else None)
         train_loss = lambda batch: wrapped(*batch)  # noqa: E731
     optimizer = (optim or partial(torch.optim.Adam, lr=1e-3))(parameters)
-    ema = make_ema(module, ema_decay) if ema_decay is not None else None
+    if ema is not None and ema_decay is not None:
+        raise ValueError(f"give ema (an EMA made by make_ema) or ema_decay, not both; got ema_decay={ema_decay!r}")
+    if ema is not None and not isinstance(ema, torch.optim.swa_utils.AveragedModel):
+        raise TypeError(f"ema must be made by ppl_dgm.train.make_ema(module, decay), got {type(ema).__name__}")
+    ema = make_ema(module, ema_decay) if ema_decay is not None else ema
+    if ema is not None:
+        ema.to(device)
     if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
         checkpoint = Checkpoint(checkpoint)
     metrics_path = Path(metrics_path) if metrics_path is not None and main_process else None
@@ -375,13 +386,13 @@ def fit(
                 evaluated.train()
                 check_finite(record["val_loss"], epoch, "validation loss")
             record["seconds"] = time.perf_counter() - epoch_start
-            history.records.append(record)
-            start_batch, partial_sum, partial_count = 0, 0.0, 0
-            save(epoch + 1, 0, 0.0, 0)
-            if on_epoch_end is not None and main_process:  # after the checkpoint: callbacks may read it
+            if on_epoch_end is not None and main_process:  # before the checkpoint: figures it adds are saved too
                 saved_rng = rng_state()
                 on_epoch_end(epoch, record)
                 set_rng_state(saved_rng)  # what a callback draws must not change training
+            history.records.append(record)
+            start_batch, partial_sum, partial_count = 0, 0.0, 0
+            save(epoch + 1, 0, 0.0, 0)
             if metrics_path is not None:
                 write_metrics(metrics_path, history.records)
             bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in record.items() if k != "seconds"})

@@ -179,3 +179,20 @@ def test_extending_a_run_equals_a_straight_run_and_callbacks_do_not_perturb_it(t
         for name, value in straight[key].items():
             assert torch.equal(value, extended[key][name]), (key, name)
     assert (tmp_path / "straight/m.jsonl").read_bytes() == (tmp_path / "extended/m.jsonl").read_bytes()
+
+
+def test_a_caller_owned_ema_is_the_one_the_loop_updates_and_checkpoints(tmp_path):
+    from ppl_dgm.train import make_ema
+
+    x, y = regression_data()
+    model = make_model()
+    ema = make_ema(model, 0.9)
+    fit(model, mse(model), (x, y), epochs=2, batch_size=16, device="cpu", progress=False, ema=ema, checkpoint=tmp_path / "ck.pt")
+    assert int(ema.n_averaged) == 14  # 7 steps per epoch
+    saved = Checkpoint(tmp_path / "ck.pt").load()["ema"]
+    assert all(torch.equal(value, saved[name]) for name, value in ema.state_dict().items())
+    assert not any(p.requires_grad for p in ema.parameters())
+    with pytest.raises(ValueError, match="give ema .* or ema_decay, not both; got ema_decay=0.9"):
+        fit(model, mse(model), (x, y), epochs=1, batch_size=16, progress=False, ema=ema, ema_decay=0.9)
+    with pytest.raises(TypeError, match="ema must be made by ppl_dgm.train.make_ema"):
+        fit(model, mse(model), (x, y), epochs=1, batch_size=16, progress=False, ema=make_model())
