@@ -41,7 +41,8 @@ def add_config_options(parser: argparse.ArgumentParser, config_class: type, *, e
 
 
 def add_run_options(parser: argparse.ArgumentParser, default_name: str, *, resumable: bool = True, distributed: bool = True,
-                    amp: bool = False, max_steps_help: str = "stop after this many optimizer steps (a checkpoint is written)") -> None:
+                    amp: bool = False, max_steps: bool = True,
+                    max_steps_help: str = "stop after this many optimizer steps (a checkpoint is written)") -> None:
     """The options every ``train`` subcommand shares, declared once (docs/design.md, "Runs")."""
     parser.add_argument("--seed", type=int, default=0, help="seeds the initialization and every epoch's data order")
     parser.add_argument("--runs-dir", default="runs", help="folder holding the run folders")
@@ -49,6 +50,7 @@ def add_run_options(parser: argparse.ArgumentParser, default_name: str, *, resum
     if resumable:
         parser.add_argument("--resume", action="store_true",
                             help="continue exactly from <runs-dir>/<name>/checkpoint.pt; with a larger --epochs it extends the run")
+    if resumable and max_steps:
         parser.add_argument("--max-steps", type=int, default=None, help=max_steps_help)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     if distributed:
@@ -83,7 +85,9 @@ def train_command(args: argparse.Namespace, config: object, train, default_name:
         created = folder
     options = dict(train_options)
     if hasattr(args, "resume"):
-        options.update(resume=args.resume, max_steps=max_steps)
+        options["resume"] = args.resume
+    if hasattr(args, "max_steps"):
+        options["max_steps"] = max_steps
     with distributed_session(getattr(args, "distributed", False), args.device) as device:
         try:
             result = train(config, run_dir, device=device, progress=not args.no_progress, **options)

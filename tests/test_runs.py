@@ -172,3 +172,25 @@ def test_ddpm_and_latent_runs_written_before_the_loop_owned_the_ema_still_load(t
     old_net, _ = load_ddpm_run(tmp_path / "old", device="cpu")
     for (name, value), (_, other) in zip(new_net.state_dict().items(), old_net.state_dict().items()):
         assert torch.equal(value, other), name
+
+
+@pytest.mark.parametrize("model", ["gmm", "fa", "ppca"])
+def test_exact_em_extended_from_n_to_2n_iterations_equals_2n_straight(tmp_path, model):
+    from ppl_dgm.lvm.experiment import LVMConfig, train_lvm
+
+    def config(max_iter):
+        return LVMConfig(model=model, components=3, latent_dim=3, max_iter=max_iter, tol=0.0)
+
+    train_lvm(config(8), tmp_path / "straight", device="cpu")
+    train_lvm(config(4), tmp_path / "extended", device="cpu")
+    train_lvm(config(8), tmp_path / "extended", device="cpu", resume=True)
+    straight = Checkpoint(tmp_path / "straight" / "checkpoint.pt").load()
+    extended = Checkpoint(tmp_path / "extended" / "checkpoint.pt").load()
+    for key in ("module", "em_state"):
+        for name, value in straight[key].items():
+            assert torch.equal(value, extended[key][name]), (key, name)
+    assert (tmp_path / "straight" / "metrics.jsonl").read_bytes() == (tmp_path / "extended" / "metrics.jsonl").read_bytes()
+    assert len((tmp_path / "extended" / "metrics.jsonl").read_text().splitlines()) == 9
+    run = load_run(tmp_path / "extended", device="cpu")
+    assert run.family == "lvm" and run.sample(5).shape == (5, 64)
+    assert run.evaluate()["test_log_likelihood_nats"] == pytest.approx(run.results["test_log_likelihood_nats"])

@@ -18,7 +18,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
         parser = train.add_parser(model, help=_HELP[model])
         unused = ("latent_dim",) if model == "gmm" else ("components", "covariance", "reg_covar")  # a GMM has components, FA/PPCA a latent space
         add_config_options(parser, LVMConfig, exclude=("model", *unused))
-        add_run_options(parser, f"{model}_digits", resumable=False, distributed=False)
+        add_run_options(parser, f"{model}_digits", max_steps=False, distributed=False)  # --resume with a larger --max-iter extends EM
         parser.set_defaults(handler=_train, model=model)
 
         parser = evaluate.add_parser(model, help=f"held-out log-likelihood per digit of a trained {model} run")
@@ -32,5 +32,5 @@ def _train(args: argparse.Namespace) -> int:
     from ppl_dgm.lvm.experiment import LVMConfig, train_lvm
 
     config = LVMConfig(**{f.name: getattr(args, f.name) for f in fields(LVMConfig) if hasattr(args, f.name)})
-    train = lambda config, run_dir, device, progress: train_lvm(config, run_dir, device=device)  # noqa: E731 (exact EM: no progress bar)
+    train = lambda config, run_dir, device, progress, resume: train_lvm(config, run_dir, device=device, resume=resume)  # noqa: E731
     return train_command(args, config, train, f"{config.model}_digits")

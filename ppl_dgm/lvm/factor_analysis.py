@@ -114,13 +114,17 @@ class FactorAnalysis(PyroModule):
         self._set(x.mean(0), weight, self._noise_from_residual(residual))
 
     @torch.no_grad()
-    def fit_em(self, x: torch.Tensor, *, max_iter: int = 1000, tol: float = 1e-8, init: str = "pca") -> list[float]:
+    def fit_em(self, x: torch.Tensor, *, max_iter: int = 1000, tol: float = 1e-8, init: str = "pca",
+               em_state: dict[str, torch.Tensor] | None = None) -> list[float]:
         """Exact EM in float64 (Ghahramani & Hinton 1996; Bishop PRML eqs. 12.66–12.70); μ is the sample mean.
 
-        Returns the mean log-likelihood per point (nats) per iteration. ``init``: "pca" or "current".
+        Returns the mean log-likelihood per point (nats) per iteration. ``init``: "pca", "current", or "state"
+        with ``em_state``, the float64 iterate an earlier call left in ``self.em_state`` (exact continuation).
         """
-        if init not in ("pca", "current"):
-            raise ValueError(f"init must be 'pca' or 'current', got {init!r}")
+        if init not in ("pca", "current", "state"):
+            raise ValueError(f"init must be 'pca', 'current' or 'state', got {init!r}")
+        if (init == "state") != (em_state is not None):
+            raise ValueError("em_state is given with init='state' and only then")
         x = self._check_fit_data(x)
         if init == "pca":
             self.initialize(x)
@@ -130,6 +134,8 @@ class FactorAnalysis(PyroModule):
         covariance = centred.T @ centred / x.shape[0]  # S, Bishop PRML eq. 12.3
         identity = torch.eye(self.latent_dim, dtype=torch.float64, device=x.device)
         state = {"weight": self.weight.double(), "psi": self.psi.double()}
+        if em_state is not None:
+            state = {name: em_state[name].to(x.device, torch.float64) for name in ("weight", "psi")}
 
         def e_step() -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
             weight, psi = state["weight"], state["psi"]
@@ -148,6 +154,7 @@ class FactorAnalysis(PyroModule):
         trace = run_em(e_step, m_step, lambda: e_step()[0], max_iter=max_iter, tol=tol)
         self._set(loc, state["weight"], state["psi"][: self.noise_variance.numel()].reshape(self.noise_variance.shape))
         self.to(dtype)
+        self.em_state = {name: value.detach().clone() for name, value in state.items()}
         return trace
 
 

@@ -134,19 +134,27 @@ class GaussianMixture(PyroModule):
         self.set_parameters(torch.full((self.num_components,), 1.0 / self.num_components, dtype=torch.float64, device=x.device), x[index], covariances)
 
     @torch.no_grad()
-    def fit_em(self, x: torch.Tensor, *, max_iter: int = 500, tol: float = 1e-8, init: str = "random", generator: torch.Generator | None = None) -> list[float]:
+    def fit_em(self, x: torch.Tensor, *, max_iter: int = 500, tol: float = 1e-8, init: str = "random", generator: torch.Generator | None = None,
+               em_state: dict[str, torch.Tensor] | None = None) -> list[float]:
         """Exact EM in float64 (Bishop PRML §9.2.2); returns the mean log-likelihood per point (nats) per iteration.
 
-        ``init="random"`` calls :meth:`initialize`; ``"current"`` starts from the present parameters.
+        ``init="random"`` calls :meth:`initialize`; ``"current"`` starts from the present parameters; ``"state"``
+        from ``em_state``, the float64 iterate an earlier call left in ``self.em_state`` (so a run stopped after
+        N iterations continues bit for bit like one that never stopped).
         """
-        if init not in ("random", "current"):
-            raise ValueError(f"init must be 'random' or 'current', got {init!r}")
+        if init not in ("random", "current", "state"):
+            raise ValueError(f"init must be 'random', 'current' or 'state', got {init!r}")
+        if (init == "state") != (em_state is not None):
+            raise ValueError("em_state is given with init='state' and only then")
         x = self._check_fit_data(x)
         if init == "random":
             self.initialize(x, generator)
         x = x.to(torch.float64)
         dtype, num_points = self.locs.dtype, x.shape[0]
-        state = {"weights": self.weights.double(), "locs": self.locs.double(), "covariances": self.covariances.double()}
+        if em_state is not None:
+            state = {name: em_state[name].to(x.device, torch.float64) for name in ("weights", "locs", "covariances")}
+        else:
+            state = {"weights": self.weights.double(), "locs": self.locs.double(), "covariances": self.covariances.double()}
 
         def components() -> torch.distributions.Distribution:
             if self.covariance_type == "full":
@@ -172,4 +180,5 @@ class GaussianMixture(PyroModule):
         trace = run_em(e_step, m_step, lambda: e_step()[0], max_iter=max_iter, tol=tol)
         self.set_parameters(state["weights"], state["locs"], state["covariances"])
         self.to(dtype)
+        self.em_state = {name: value.detach().clone() for name, value in state.items()}
         return trace

@@ -14,7 +14,7 @@ from ppl_dgm.train.distributed import is_main_process
 __all__ = ["RunDir", "BUDGET_KEYS", "write_json_atomically"]
 
 # Config keys that only say how long to train: they may change on --resume (extending a run).
-BUDGET_KEYS = ("epochs", "max_steps", "steps")
+BUDGET_KEYS = ("epochs", "max_steps", "steps", "max_iter")
 
 
 def write_json_atomically(path: Path, value: Any) -> None:

@@ -92,5 +92,5 @@ def test_bad_input():
         fa.fit_em(torch.tensor([[0.0, 1.0, float("inf"), 2.0], [float("nan"), 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]))
     with pytest.raises(ValueError, match="x has 1 rows; expected at least 2"):
         PPCA(4, 2).fit_closed_form(torch.randn(1, 4))
-    with pytest.raises(ValueError, match="init must be 'pca' or 'current'"):
+    with pytest.raises(ValueError, match="init must be 'pca', 'current' or 'state'"):
         fa.fit_em(torch.randn(10, 4), init="kmeans")
