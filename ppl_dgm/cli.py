@@ -60,6 +60,41 @@ def add_run_options(parser: argparse.ArgumentParser, default_name: str, *, resum
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_sample_parser(sample: argparse._SubParsersAction, family: str, help: str, example: str, *,
+                      families: tuple[str, ...] | None = None, progress: bool = False,
+                      out_help: str = "PNG path (default: <run>/samples_cli.png)", n_help: str = "samples") -> argparse.ArgumentParser:
+    """``ppl-dgm sample <family> RUN`` with the options every sample command shares; add the family's own to the result."""
+    parser = sample.add_parser(family, help=help)
+    parser.add_argument("run", help=f"run folder, e.g. {example}")
+    parser.add_argument("--n", type=int, default=64, help=n_help)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the sampler's noise")
+    parser.add_argument("--out", default=None, help=out_help)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=sample_command, families=families or (family,))
+    return parser
+
+
+def add_eval_parser(evaluate: argparse._SubParsersAction, family: str, help: str, example: str, *,
+                    families: tuple[str, ...] | None = None, progress: bool = False, device: str = "auto") -> argparse.ArgumentParser:
+    """``ppl-dgm eval <family> RUN`` with the options every eval command shares; add the family's own to the result."""
+    parser = evaluate.add_parser(family, help=help)
+    parser.add_argument("run", help=f"run folder, e.g. {example}")
+    parser.add_argument("--device", default=device, help="auto (CUDA when present), cpu, cuda, cuda:N")
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=evaluate_command, families=families or (family,))
+    return parser
+
+
+def add_quality_options(parser: argparse.ArgumentParser) -> None:
+    """FD/KID of samples against the test digits (features of the library's digit classifier)."""
+    parser.add_argument("--num-samples", type=int, default=1000, help="samples compared with the test digits")
+    parser.add_argument("--classifier-dir", default="runs", help="where the feature classifier is cached")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the samples")
+
+
 def train_command(args: argparse.Namespace, config: object, train, default_name: str, **train_options) -> int:
     """Run ``train(config, run_dir, device=, resume=, progress=, max_steps=, **train_options)`` for a ``train`` subcommand:
     checks the run options, opens a torchrun session with ``--distributed``, writes results.json (rank 0) and prints

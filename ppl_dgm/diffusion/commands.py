@@ -10,7 +10,7 @@ __all__ = ["add_parsers"]
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
-    from ppl_dgm.cli import add_config_options, add_run_options, evaluate_command, sample_command
+    from ppl_dgm.cli import add_config_options, add_eval_parser, add_quality_options, add_run_options, add_sample_parser
     from ppl_dgm.diffusion.experiment import SAMPLERS, DDPMConfig
 
     parser = train.add_parser("ddpm", help="DDPM ε-network by L_simple (Ho et al. 2020), optionally class-conditional")
@@ -19,31 +19,21 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     add_run_options(parser, "ddpm_<dataset>", amp=True)
     parser.set_defaults(handler=_train)
 
-    parser = sample.add_parser("ddpm", help="write a grid of samples from a trained DDPM run (one row per class if conditional)")
-    parser.add_argument("run", help="run folder, e.g. runs/ddpm_mnist5k")
+    parser = add_sample_parser(sample, "ddpm", "write a grid of samples from a trained DDPM run (one row per class if conditional)",
+                               "runs/ddpm_mnist5k", progress=True, n_help="images (per class: n // 10)")
     parser.add_argument("--sampler", default="ddim", choices=SAMPLERS)
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the run's sample_steps)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM η in [0, 1]")
     parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance w (default: the run's)")
-    parser.add_argument("--n", type=int, default=64, help="images (per class: n // 10)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=sample_command, families=("ddpm",))
 
-    parser = evaluate.add_parser("ddpm", help="bits/dim of the full Pyro ELBO on held-out images")
-    parser.add_argument("run", help="run folder, e.g. runs/ddpm_mnist5k")
+    parser = add_eval_parser(evaluate, "ddpm", "bits/dim of the full Pyro ELBO on held-out images", "runs/ddpm_mnist5k", progress=True)
     parser.add_argument("--num-images", type=int, default=16, help="held-out images (T network calls each)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=evaluate_command, families=("ddpm",))
     _add_latent_parsers(train, sample, evaluate)
 
 
 def _add_latent_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
-    from ppl_dgm.cli import add_config_options, add_run_options, evaluate_command, sample_command
+    from ppl_dgm.cli import add_config_options, add_eval_parser, add_quality_options, add_run_options, add_sample_parser
     from ppl_dgm.diffusion.experiment import SAMPLERS
     from ppl_dgm.diffusion.latent import LatentDDPMConfig
 
@@ -53,25 +43,13 @@ def _add_latent_parsers(train: argparse._SubParsersAction, sample: argparse._Sub
     add_run_options(parser, "latent_ddpm_<vae run name>")
     parser.set_defaults(handler=_train_latent)
 
-    parser = sample.add_parser("latent-ddpm", help="write a grid of decoded samples from a trained latent-DDPM run")
-    parser.add_argument("run", help="run folder, e.g. runs/latent_ddpm_table_vae_mlp_bernoulli_50ep")
+    example = "runs/latent_ddpm_table_vae_mlp_bernoulli_50ep"
+    parser = add_sample_parser(sample, "latent-ddpm", "write a grid of decoded samples from a trained latent-DDPM run", example,
+                               progress=True)
     parser.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: the run's")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the run's sample_steps)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM η in [0, 1]")
-    parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=sample_command, families=("latent-ddpm",))
-
-    parser = evaluate.add_parser("latent-ddpm", help="FD/KID of decoded samples against the test digits")
-    parser.add_argument("run", help="run folder")
-    parser.add_argument("--num-samples", type=int, default=1000)
-    parser.add_argument("--classifier-dir", default="runs", help="where the feature classifier is cached")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.set_defaults(handler=evaluate_command, families=("latent-ddpm",))
+    add_quality_options(add_eval_parser(evaluate, "latent-ddpm", "FD/KID of decoded samples against the test digits", example))
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ __all__ = ["add_parsers"]
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
-    from ppl_dgm.cli import add_config_options, add_run_options, evaluate_command, sample_command
+    from ppl_dgm.cli import add_config_options, add_run_options, add_eval_parser, add_quality_options, add_sample_parser
     from ppl_dgm.gan.experiment import GANConfig
     from ppl_dgm.gan.translation import TranslationConfig
 
@@ -27,34 +27,13 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
         add_config_options(parser, TranslationConfig, exclude=("model",), defaults={"l1_weight": None})
         add_run_options(parser, max_steps_help="stop after this many discriminator steps", default_name=f"{model}_<task>")
 
-    parser = sample.add_parser("gan", help="write a grid of samples from a trained GAN run (one row per class for cgan)")
-    parser.add_argument("run", help="run folder, e.g. runs/dcgan_non_saturating_mnist5k")
-    parser.add_argument("--n", type=int, default=64)
+    example = "runs/dcgan_non_saturating_mnist5k"
+    parser = add_sample_parser(sample, "gan", "write a grid of samples from a trained GAN run (one row per class for cgan)", example)
     parser.add_argument("--truncation", type=float, default=1.0, help="ψ of the truncation trick (stylegan)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
-    parser.add_argument("--device", default="auto")
-    parser.set_defaults(handler=sample_command, families=("gan",))
-
-    parser = evaluate.add_parser("gan", help="Fréchet distance and KID on features of the library's digit classifier")
-    parser.add_argument("run", help="run folder")
-    parser.add_argument("--num-samples", type=int, default=1000)
-    parser.add_argument("--classifier-dir", default="runs", help="where the feature classifier is cached")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.set_defaults(handler=evaluate_command, families=("gan",))
+    add_quality_options(add_eval_parser(evaluate, "gan", "Fréchet distance and KID on features of the library's digit classifier", example))
     for model in ("pix2pix", "cyclegan"):
-        parser = sample.add_parser(model, help="translations of the first n held-out sources (PNG grid)")
-        parser.add_argument("run", help=f"run folder, e.g. runs/{model}_edges2digit")
-        parser.add_argument("--n", type=int, default=64)
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
-        parser.add_argument("--device", default="auto")
-        parser.set_defaults(handler=sample_command, families=(model,))
-        parser = evaluate.add_parser(model, help="held-out L1 of the translations (CycleGAN: also cycle errors)")
-        parser.add_argument("run", help="run folder")
-        parser.add_argument("--device", default="auto")
-        parser.set_defaults(handler=evaluate_command, families=(model,))
+        add_sample_parser(sample, model, "translations of the first n held-out sources (PNG grid)", f"runs/{model}_edges2digit")
+        add_eval_parser(evaluate, model, "held-out L1 of the translations (CycleGAN: also cycle errors)", f"runs/{model}_edges2digit")
 
 
 def _train_gan(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ _HELP = {"gmm": "Gaussian mixture by exact EM on dequantized digits", "fa": "fac
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
-    from ppl_dgm.cli import add_config_options, add_run_options, evaluate_command
+    from ppl_dgm.cli import add_config_options, add_eval_parser, add_run_options
     from ppl_dgm.lvm.experiment import LVMConfig
 
     for model in ("gmm", "fa", "ppca"):
@@ -21,10 +21,8 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
         add_run_options(parser, f"{model}_digits", max_steps=False, distributed=False)  # --resume with a larger --max-iter extends EM
         parser.set_defaults(handler=_train, model=model)
 
-        parser = evaluate.add_parser(model, help=f"held-out log-likelihood per digit of a trained {model} run")
-        parser.add_argument("run", help=f"run folder, e.g. runs/{model}_digits")
-        parser.add_argument("--device", default="cpu")
-        parser.set_defaults(handler=evaluate_command, families=("lvm",))
+        add_eval_parser(evaluate, model, f"held-out log-likelihood per digit of a trained {model} run", f"runs/{model}_digits",
+                        families=("lvm",), device="cpu")
 
 
 def _train(args: argparse.Namespace) -> int:

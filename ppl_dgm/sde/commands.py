@@ -18,33 +18,25 @@ def _add_training_arguments(parser: argparse.ArgumentParser, model: str) -> None
 
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
-    from ppl_dgm.cli import evaluate_command, sample_command
+    from ppl_dgm.cli import add_eval_parser, add_sample_parser
     from ppl_dgm.sde.experiment import SAMPLERS
 
     _add_training_arguments(train.add_parser("score-sde", help="ε-network by continuous DSM on a VP/sub-VP/VE SDE (Song et al. 2021)"), "score-sde")
     _add_training_arguments(train.add_parser("ncsn", help="noise-conditional score network by DSM over geometric σ's (Song & Ermon 2019)"), "ncsn")
 
-    parser = sample.add_parser("score-sde", help="samples of a score-sde or ncsn run (PNG grid or scatter)")
-    parser.add_argument("run", help="run folder, e.g. runs/score-sde_checkerboard")
+    families = ("score-sde", "ncsn")
+    parser = add_sample_parser(sample, "score-sde", "samples of a score-sde or ncsn run (PNG grid or scatter)", "runs/score-sde_checkerboard",
+                               families=families, progress=True, out_help="PNG path (default: <run>/samples_<sampler>.png)")
     parser.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: langevin for ncsn runs, reverse-sde otherwise")
     parser.add_argument("--steps", type=int, default=None,
                         help="reverse-sde / pc: solver steps (default 500); langevin: steps per noise level T (default 100)")
     parser.add_argument("--step-size", type=float, default=None, help="langevin: ε of α_i = ε σ_i²/σ_L² (default: the paper's, scaled to σ_L)")
-    parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_<sampler>.png)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=sample_command, families=("score-sde", "ncsn"))
 
-    parser = evaluate.add_parser("score-sde", help="held-out ODE NLL (nats per 2-D point, bits/dim for images)")
-    parser.add_argument("run")
+    parser = add_eval_parser(evaluate, "score-sde", "held-out ODE NLL (nats per 2-D point, bits/dim for images)", "runs/score-sde_checkerboard",
+                             families=families, progress=True)
     parser.add_argument("--num-examples", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.set_defaults(handler=evaluate_command, families=("score-sde", "ncsn"))
+    parser.add_argument("--seed", type=int, default=0, help="seeds the Hutchinson probes (images)")
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -35,26 +35,16 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     add_config_options(parser, VQVAEConfig)  # --ema-decay 0 means None, the codebook loss (_train_vqvae)
     add_run_options(parser, "vqvae_<dataset>")
 
-    from ppl_dgm.cli import evaluate_command, sample_command
+    from ppl_dgm.cli import add_eval_parser, add_sample_parser
 
     for model in ("vae", "hvae"):
-        for subparsers, handler, help_text in ((sample, sample_command, "write a grid of samples from a trained run"), (evaluate, evaluate_command, "held-out ELBO / IWAE of a trained run")):
-            parser = subparsers.add_parser(model, help=help_text)
-            parser.add_argument("run", help=f"run folder, e.g. runs/{model}_mnist5k_bernoulli_mlp")
-            parser.add_argument("--device", default="auto")
-            if handler is sample_command:
-                parser.add_argument("--n", type=int, default=64)
-                parser.add_argument("--seed", type=int, default=0)
-                parser.add_argument("--out", default=None, help="PNG path (default: <run>/samples_cli.png)")
-            else:
-                parser.add_argument("--iwae-k", type=int, default=None, help="importance samples for the IWAE bound (e.g. 1000)")
-            parser.set_defaults(handler=handler, families=(model,))
+        example = f"runs/{model}_mnist5k_bernoulli_mlp"
+        add_sample_parser(sample, model, "write a grid of samples from a trained run", example)
+        parser = add_eval_parser(evaluate, model, "held-out ELBO / IWAE of a trained run", example)
+        parser.add_argument("--iwae-k", type=int, default=None, help="importance samples for the IWAE bound (e.g. 1000)")
     for model, help_text in (("ae", "held-out reconstruction error of an autoencoder run"), ("dae", "held-out reconstruction error of a denoising autoencoder run"),
                              ("vqvae", "held-out MSE and codebook perplexity of a VQ-VAE run")):
-        parser = evaluate.add_parser(model, help=help_text)
-        parser.add_argument("run", help=f"run folder, e.g. runs/{model}_mnist5k")
-        parser.add_argument("--device", default="auto")
-        parser.set_defaults(handler=evaluate_command, families=(model,))
+        add_eval_parser(evaluate, model, help_text, f"runs/{model}_mnist5k")
 
 
 def _train(args: argparse.Namespace) -> int:
