@@ -22,6 +22,7 @@ from torchvision.utils import save_image
 
 from ppl_dgm.data import image_shape, load_dataset
 from ppl_dgm.metrics.frechet import feature_classifier, sample_quality
+from ppl_dgm.train.checkpoint import safe_torch_load
 
 DDPM_SAMPLERS = (("ancestral", None), ("ddim", 100), ("ddim", 50))
 # the same ε-network read as VPSDE(0.1, 20) at t = i/T (Song et al. 2021, App. B), through the score-SDE samplers
@@ -35,7 +36,7 @@ def cached_samples(run: Path, name: str, num_samples: int, seed: int, device: st
     folder with the first 64 in ``fd_<name>.png``, and the seconds sampling took (0 when cached)."""
     cache = run / f"samples_{name}_{num_samples}_seed{seed}.pt"
     if cache.is_file():
-        return torch.load(cache), 0.0
+        return safe_torch_load(cache, what="sample cache"), 0.0
     generator = torch.Generator(device=device).manual_seed(seed)
     started = time.perf_counter()
     samples = torch.cat([draw(min(batch_size, num_samples - begin), generator).cpu() for begin in range(0, num_samples, batch_size)])

@@ -66,7 +66,7 @@ def test_two_process_ddp_equals_single_process_on_concatenated_batches(tmp_path)
     mp.spawn(worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     single = train(batch_size=16, checkpoint=None)  # 2 processes × 8 = 16 examples per step
     for rank in (0, 1):
-        distributed = torch.load(tmp_path / f"params{rank}.pt")
+        distributed = torch.load(tmp_path / f"params{rank}.pt", weights_only=True)
         for name, value in single.items():
             torch.testing.assert_close(distributed[name], value, rtol=1e-5, atol=1e-6)
     assert (tmp_path / "rank0.pt").is_file() and not (tmp_path / "rank1.pt").exists()  # only rank 0 writes
