@@ -237,7 +237,7 @@ def _load_ddpm(path, device):
 def _sample_ddpm(run, n, sampler, steps, generator, progress, options):
     from ppl_dgm.diffusion.experiment import sample_run
 
-    _no_options(run, options, ("eta", "guidance_scale"))
+    _no_options(run, options, ("eta", "guidance_scale", "callback"))
     images, _ = sample_run(run.model, run.config, n, sampler=sampler or "ddim", steps=steps, generator=generator,
                            progress=progress, **options)
     return images
@@ -285,7 +285,7 @@ def _load_score(path, device):
 def _sample_score(run, n, sampler, steps, generator, progress, options):
     from ppl_dgm.sde.experiment import sample_score_run
 
-    _no_options(run, options, ("step_size",))
+    _no_options(run, options, ("step_size", "callback"))
     samples = sample_score_run(run.model, run.config, n, sampler=sampler, steps=steps, generator=generator, progress=progress,
                                **options)
     return (samples + 1) / 2 if run.config.is_image else samples

@@ -305,7 +305,7 @@ DDPM_SAMPLE_CASES = [
     (["--eta", "2"], "eta must lie in [0, 1], got 2.0"),
     (["--eta", "-0.5"], "eta must lie in [0, 1], got -0.5"),
     (["--eta", "nan"], "eta must lie in [0, 1], got nan"),
-    (["--sampler", "ancestral", "--steps", "5"], "steps=5: the ancestral sampler always takes the run's num_steps=20 steps"),
+    (["--sampler", "ancestral", "--steps", "5"], "steps=5: the ancestral sampler always takes the schedule's T=20 steps"),
     (["--sampler", "ancestral", "--eta", "0.5"], "eta=0.5 is an option of the ddim sampler, got sampler='ancestral'"),
     (["--n", "0"], "n must be a positive int, got 0"),
     (["--seed", "-1"], "seed must be an int >= 0, got -1"),
@@ -321,7 +321,7 @@ def test_sample_ddpm_refuses_bad_options_and_writes_nothing(ddpm_run, tmp_path, 
 
 
 def test_sample_ddpm_with_an_unknown_sampler_option(ddpm_run):
-    with pytest.raises(ValueError, match=re.escape("truncation=0.5 is not an option of a ddpm run; its options are ['eta', 'guidance_scale']")):
+    with pytest.raises(ValueError, match=re.escape("truncation=0.5 is not an option of a ddpm run; its options are ['eta', 'guidance_scale', 'callback']")):
         load_run(ddpm_run, device="cpu").sample(4, truncation=0.5)
 
 

@@ -11,6 +11,7 @@ __all__ = ["add_parsers"]
 
 def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
     from ppl_dgm.cli import add_config_options, add_eval_parser, add_quality_options, add_run_options, add_sample_parser
+    from ppl_dgm.diffusion.sampling import SAMPLER_NAMES
     from ppl_dgm.diffusion.experiment import SAMPLERS, DDPMConfig
 
     parser = train.add_parser("ddpm", help="DDPM ε-network by L_simple (Ho et al. 2020), optionally class-conditional")
@@ -21,8 +22,10 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
 
     parser = add_sample_parser(sample, "ddpm", "write a grid of samples from a trained DDPM run (one row per class if conditional)",
                                "runs/ddpm_mnist5k", progress=True, n_help="images (per class: n // 10)")
-    parser.add_argument("--sampler", default="ddim", choices=SAMPLERS)
-    parser.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the run's sample_steps)")
+    parser.add_argument("--sampler", default="ddim", choices=SAMPLER_NAMES,
+                        help="ancestral (all T steps), ddim, the fast solvers, or the network read as a VP SDE (reverse-sde, pc, ode)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="steps (DDIM: the run's sample_steps; dpmpp-2m 20, heun 18 (35 network calls), euler-ancestral 50, ...)")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM η in [0, 1]")
     parser.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance w (default: the run's)")
 

@@ -34,7 +34,7 @@ __all__ = ["DDPMConfig", "build_unet", "build_schedule", "train_ddpm", "load_ddp
 
 DATASETS = ("mnist5k", "digits", "cifar10")
 SCHEDULES = ("linear", "cosine")
-SAMPLERS = ("ancestral", "ddim")
+SAMPLERS = ("ancestral", "ddim")  # the latent DDPM's; a DDPM run takes every name of diffusion.sampling.SAMPLER_NAMES
 
 
 @dataclass
@@ -128,18 +128,19 @@ def _to_model_space_batch(batch):
 
 
 def sample_run(ema_net: nn.Module, config: DDPMConfig, n: int, *, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
-               guidance_scale: float | None = None, generator: torch.Generator | None = None, progress: bool = False) -> tuple[torch.Tensor, int]:
-    """Images in [0, 1] from a run's network (predicted x_0 clipped to [−1, 1] each step), and the grid row
-    length; class-conditional runs give one row per class (labels 0..9, n // 10 each)."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler={sampler!r} is not known; expected one of {SAMPLERS}")
+               guidance_scale: float | None = None, generator: torch.Generator | None = None, progress: bool = False,
+               callback=None) -> tuple[torch.Tensor, int]:
+    """Images in [0, 1] from a run's network by any sampler of :data:`ppl_dgm.diffusion.sampling.SAMPLER_NAMES` (predicted
+    x_0 clipped to [−1, 1]), and the grid row length; class-conditional runs give one row per class (labels 0..9,
+    n // 10 each). DDIM defaults to the run's ``sample_steps``; the SDE samplers read the network as VPSDE(0.1, 20)."""
+    from ppl_dgm.diffusion.sampling import SAMPLER_NAMES, SDE_SAMPLER_NAMES, sample_by_name
+
+    if sampler not in SAMPLER_NAMES:
+        raise ValueError(f"sampler={sampler!r} is not known; expected one of {SAMPLER_NAMES}")
     n = check_positive_int("n", n)
     if steps is not None:
         check_positive_int("steps", steps)
-        if sampler == "ancestral":
-            raise ValueError(f"steps={steps}: the ancestral sampler always takes the run's num_steps={config.num_steps} steps; "
-                             "use sampler='ddim' for fewer")
-        if steps > config.num_steps:
+        if steps > config.num_steps and sampler not in SDE_SAMPLER_NAMES:
             raise ValueError(f"steps must be at most the run's num_steps={config.num_steps}, got {steps}")
     if guidance_scale is not None and not config.class_conditional:
         raise ValueError(f"guidance_scale={guidance_scale!r}: classifier-free guidance needs a class-conditional run "
@@ -148,8 +149,14 @@ def sample_run(ema_net: nn.Module, config: DDPMConfig, n: int, *, sampler: str =
         raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
     if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
         raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
-    if eta and sampler != "ddim":
-        raise ValueError(f"eta={eta!r} is an option of the ddim sampler, got sampler={sampler!r}")
+    sde = None
+    if sampler in SDE_SAMPLER_NAMES:
+        if config.schedule != "linear" or config.num_steps != 1000:
+            raise ValueError(f"sampler={sampler!r} reads the network as VPSDE(0.1, 20), the limit of the linear T = 1000 schedule; "
+                             f"this run has schedule={config.schedule!r}, num_steps={config.num_steps}")
+        from ppl_dgm.sde import VPSDE
+
+        sde = VPSDE(0.1, 20.0)
     device = next(ema_net.parameters()).device
     shape = dataset_image_shape(config.dataset)
     y, nrow = None, 8
@@ -161,14 +168,14 @@ def sample_run(ema_net: nn.Module, config: DDPMConfig, n: int, *, sampler: str =
         n = y.numel()
     else:
         guidance_scale = 0.0
-    schedule = build_schedule(config)
+    if sampler == "ddim" and steps is None:
+        steps = config.sample_steps
     was_training = ema_net.training
     ema_net.eval()
     try:
-        if sampler == "ancestral":
-            x = sample_ancestral(ema_net, schedule, (n, *shape), variance=config.variance, generator=generator, progress=progress, y=y, guidance_scale=guidance_scale, clip_x0=True)
-        else:
-            x = sample_ddim(ema_net, schedule, (n, *shape), steps=steps or config.sample_steps, eta=eta, generator=generator, progress=progress, y=y, guidance_scale=guidance_scale, clip_x0=True)
+        x = sample_by_name(sampler, ema_net, build_schedule(config), (n, *shape), steps=steps, eta=eta, variance=config.variance,
+                           sde=sde, generator=generator, y=y, guidance_scale=guidance_scale, clip_x0=True, progress=progress,
+                           callback=callback)
     finally:
         ema_net.train(was_training)
     return to_image_space(x), nrow

@@ -62,15 +62,18 @@ def sample_ancestral(
     guidance_scale: float = 0.0,
     x_T: Tensor | None = None,
     clip_x0: bool = False,
+    callback=None,
 ) -> Tensor:
     """x_T ~ N(0, I), then x_{t−1} = (x_t − β_t/√(1−ᾱ_t) ε)/√α_t + σ_t z for t = T..1, z = 0 at t = 1 (Ho et al. 2020, Alg. 2).
 
     σ_t² = β_t (``variance="beta"``) or β̃_t (``"beta_tilde"``). ``clip_x0`` clips the predicted x_0 to
-    [−1, 1] and uses the posterior mean μ̃_t(x_t, x̂_0) instead (Ho et al.'s code). Returns (B, ...).
+    [−1, 1] and uses the posterior mean μ̃_t(x_t, x̂_0) instead (Ho et al.'s code). ``callback(call, x_t, x̂_0)``
+    sees every network call (T of them). Returns (B, ...).
     """
     from tqdm.auto import tqdm
 
     schedule = _check_schedule(schedule)
+    _check_callback(callback)
     if variance not in ("beta", "beta_tilde"):
         raise ValueError(f"variance={variance!r} is not known; expected 'beta' or 'beta_tilde'")
     device = _resolve_device(eps_model, device)
@@ -85,8 +88,12 @@ def sample_ancestral(
     for step in tqdm(range(schedule.num_steps, 0, -1), desc="ancestral", disable=not progress, leave=False):
         i = step - 1
         eps = eps_fn(x, _times(step, schedule.num_steps, x))
+        if callback is not None or clip_x0:
+            x0 = (x - sqrt_one_minus_alpha_bar[i] * eps) / sqrt_alpha_bar[i]  # Ho et al. 2020, eq. 4 solved for x_0
+            x0 = x0.clamp(-1.0, 1.0) if clip_x0 else x0
+            if callback is not None:
+                callback(schedule.num_steps - step, x, x0)
         if clip_x0:
-            x0 = ((x - sqrt_one_minus_alpha_bar[i] * eps) / sqrt_alpha_bar[i]).clamp(-1.0, 1.0)
             x = tables["posterior_mean_coef_x0"][i] * x0 + tables["posterior_mean_coef_xt"][i] * x  # eq. 7
         else:  # Ho et al. 2020, Alg. 2, line 4 (the mean is eq. 11)
             x = (x - eps_coefficients[i] * eps) / sqrt_alphas[i]
@@ -111,6 +118,11 @@ def ddim_timesteps(schedule: NoiseSchedule, steps: int | Sequence[int]) -> list[
     return sequence
 
 
+def _check_callback(callback) -> None:
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable callback(step, x, denoised), got {type(callback).__name__}")
+
+
 def _check_eta(eta: float) -> float:
     if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be a float in [0, 1], got {eta!r}")
@@ -132,15 +144,18 @@ def sample_ddim(
     y: Tensor | None = None,
     guidance_scale: float = 0.0,
     clip_x0: bool = False,
+    callback=None,
 ) -> Tensor:
     """DDIM over the sub-sequence τ (Song, Meng & Ermon 2021, eq. 12; σ from eq. 16 scaled by η).
 
     η = 0 is deterministic (the probability-flow map), η = 1 is DDPM-like. ``clip_x0`` clips the
-    predicted x_0 to [−1, 1] (diffusers' ``clip_sample``); ε is then recomputed from it. Ends at x_0.
+    predicted x_0 to [−1, 1] (diffusers' ``clip_sample``); ε is then recomputed from it. ``callback(call, x_t, x̂_0)``
+    sees every network call (one per step). Ends at x_0.
     """
     from tqdm.auto import tqdm
 
     schedule = _check_schedule(schedule)
+    _check_callback(callback)
     eta = _check_eta(eta)
     timesteps = ddim_timesteps(schedule, steps)
     device = _resolve_device(eps_model, device)
@@ -159,6 +174,8 @@ def sample_ddim(
         if clip_x0:
             x0 = x0.clamp(-1.0, 1.0)
             eps = (x - sqrt_a_t[k] * x0) / sqrt_one_minus_a_t[k]
+        if callback is not None:
+            callback(k, x, x0)
         x = sqrt_a_prev[k] * x0 + directions[k] * eps  # ibid., eq. 12
         if eta > 0 and prev > 0:
             x = x + sigmas[k] * torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)

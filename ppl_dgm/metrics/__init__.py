@@ -1,9 +1,10 @@
-"""Evaluation metrics: likelihood conventions (bits/dim, dequantization, IWAE), mode coverage, Fréchet distance and KID."""
+"""Evaluation metrics: likelihood conventions (bits/dim, dequantization, IWAE), mode coverage, Fréchet distance, KID and Inception FID."""
 from ppl_dgm.metrics.frechet import (
     feature_classifier,
     frechet_distance,
     frechet_distance_of_features,
     frechet_distance_of_samples,
+    inception_fid,
     kernel_distance,
     sample_quality,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_of_features",
     "frechet_distance_of_samples",
+    "inception_fid",
     "iwae_log_likelihood",
     "kernel_distance",
     "mode_coverage",

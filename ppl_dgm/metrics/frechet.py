@@ -2,10 +2,14 @@
 
 No Inception download: a LeNet-style CNN is trained once on the dataset's train split (seeded,
 deterministic) and cached under ``runs/feature_classifier/``; its penultimate layer gives the features.
+Standard FID on Inception-v3 pool features (:func:`inception_fid`) needs a local weights file and the
+``fid`` extra (torchmetrics, torch-fidelity); nothing is ever downloaded.
 """
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ __all__ = [
     "feature_classifier",
     "extract_features",
     "frechet_distance_of_samples",
+    "inception_fid",
     "sample_quality",
 ]
 
@@ -179,26 +184,138 @@ def extract_features(classifier: DigitClassifier, images: Tensor, batch_size: in
     return torch.cat(chunks)
 
 
+_INCEPTION_WEIGHTS = ("the state dict of torch-fidelity's FeatureExtractorInceptionV3, the FID Inception-v3 ported from "
+                      "TensorFlow (weights-inception-2015-12-05-6726825d.pth)")
+
+
+def _import_fid_packages() -> tuple[type, type]:
+    """torchmetrics' FrechetInceptionDistance and torch-fidelity's FeatureExtractorInceptionV3, or an ImportError saying what to install."""
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        from torchmetrics.image.fid import FrechetInceptionDistance
+    except ImportError as error:
+        raise ImportError(f"Inception FID needs torchmetrics and torch-fidelity ({error}); install them with "
+                          "`pip install ppl_dgm[fid]`") from None
+    return FrechetInceptionDistance, FeatureExtractorInceptionV3
+
+
+def _check_weights_path(weights_path: object) -> Path:
+    if not isinstance(weights_path, (str, os.PathLike)):
+        raise TypeError(f"weights_path must be a str or os.PathLike, got {weights_path!r} of type {type(weights_path).__name__}")
+    path = Path(weights_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Inception weights file {str(path)!r} does not exist; expected {_INCEPTION_WEIGHTS}")
+    return path
+
+
+class _PoolFeatures(nn.Module):
+    """torch-fidelity's extractor as the module torchmetrics expects: uint8 (B, 3, H, W) -> float64 (B, 2048) pool features.
+
+    float64 out so that torchmetrics' ``compute`` (which casts the FID to the features' dtype) keeps float64.
+    """
+
+    num_features = 2048
+
+    def __init__(self, extractor: nn.Module):
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.extractor(images)[0].double()
+
+
+def _load_inception_extractor(weights_path: str | os.PathLike, device: torch.device) -> nn.Module:
+    """torch-fidelity's FeatureExtractorInceptionV3 (2048-d pool features) with the weights in ``weights_path``, on ``device``.
+
+    The file is read once, with ``weights_only=True`` (:func:`~ppl_dgm.train.checkpoint.safe_torch_load`).
+    torch-fidelity unpickles whatever it is given with ``weights_only=False``; it gets an in-memory
+    ``torch.save`` of the plain tensors already loaded, never the user's file.
+    """
+    from ppl_dgm.train.checkpoint import CorruptFileError, safe_torch_load
+
+    _, FeatureExtractorInceptionV3 = _import_fid_packages()
+    path = _check_weights_path(weights_path)
+    state = safe_torch_load(path, what="Inception weights file")
+    if not isinstance(state, Mapping) or not all(isinstance(key, str) and isinstance(value, Tensor) for key, value in state.items()):
+        raise CorruptFileError(f"Inception weights file {str(path)!r} holds a {type(state).__name__} that is not a state dict "
+                               f"(str -> tensor); expected {_INCEPTION_WEIGHTS}")
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    buffer.seek(0)
+    del state
+    try:
+        extractor = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
+    except RuntimeError as error:  # load_state_dict: missing or unexpected keys, shape mismatches
+        details = "; ".join(line.strip()[:160] + "..." * (len(line.strip()) > 160) for line in str(error).splitlines()[1:4])
+        raise CorruptFileError(f"Inception weights file {str(path)!r} does not fit torch-fidelity's Inception-v3 ({details}); "
+                               f"expected {_INCEPTION_WEIGHTS}") from None
+    return extractor.to(device)
+
+
+def _check_images(name: str, images: object) -> Tensor:
+    """``images`` (N >= 2, 1 or 3, H, W) in [0, 1] as uint8 (N, 3, H, W), rounded as an image file would store them."""
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{name} must be a tensor of images (N, C, H, W) in [0, 1], got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or len(images) < 2:
+        raise ValueError(f"{name} must have shape (N, C, H, W) with N >= 2 and C in (1, 3), got {tuple(images.shape)}")
+    check_finite(name, images)
+    if images.min() < -1e-3 or images.max() > 1 + 1e-3:
+        raise ValueError(f"{name} must lie in [0, 1] (images, not model space), got values in "
+                         f"[{float(images.min()):.3g}, {float(images.max()):.3g}]")
+    quantized = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return quantized.expand(-1, 3, -1, -1)  # grey -> RGB by repetition
+
+
+@torch.no_grad()
+def inception_fid(samples: Tensor, reference: Tensor, *, weights_path: str | os.PathLike, batch_size: int = 50,
+                  device: str | torch.device = "cpu") -> float:
+    """FID (Heusel et al. 2017, eq. 6) on the 2048-d Inception-v3 pool features of images (N, C, H, W) in [0, 1].
+
+    ``weights_path``: a local copy of torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` (never downloaded).
+    Images are rounded to uint8, grey ones repeated to 3 channels; torch-fidelity's extractor resizes them to
+    299 x 299 (bilinear, as TensorFlow 1.x) and torchmetrics' FrechetInceptionDistance gives the distance.
+    Biased in N: compare numbers computed with the same N.
+    """
+    from ppl_dgm.train.device import resolve_device
+
+    samples, reference = _check_images("samples", samples), _check_images("reference", reference)
+    batch_size, device = check_positive_int("batch_size", batch_size), resolve_device(device)
+    FrechetInceptionDistance, _ = _import_fid_packages()
+    metric = FrechetInceptionDistance(feature=_PoolFeatures(_load_inception_extractor(weights_path, device))).to(device)
+    for images, real in ((reference, True), (samples, False)):
+        for start in range(0, len(images), batch_size):
+            metric.update(images[start : start + batch_size].to(device), real=real)
+    return float(metric.compute())
+
+
 def sample_quality(samples: Tensor, dataset: str = "mnist5k", *, reference: str = "test", classifier: DigitClassifier | None = None,
                    cache_dir: str | os.PathLike = "runs", seed: int = 0, device: str | torch.device = "cpu",
-                   kid_subsets: int = 100, kid_subset_size: int = 500) -> dict[str, Any]:
+                   kid_subsets: int = 100, kid_subset_size: int = 500,
+                   inception_weights: str | os.PathLike | None = None) -> dict[str, Any]:
     """FD and KID (mean, std) of samples (N, 1, 28, 28) in [0, 1] against ``dataset``'s ``reference`` split.
 
     FD depends on N (it is biased): compare numbers computed with the same N and reference. KID averages
     ``kid_subsets`` random subsets of ``kid_subset_size`` (smaller than N, so the std is meaningful).
+    With ``inception_weights`` (a local FID Inception-v3 file, see :func:`inception_fid`) also ``"inception_fid"``.
     """
     from ppl_dgm.data import load_dataset
 
     check_finite("samples", samples)
     if samples.min() < -1e-3 or samples.max() > 1 + 1e-3:
         raise ValueError(f"samples must lie in [0, 1] (images, not model space), got values in [{float(samples.min()):.3g}, {float(samples.max()):.3g}]")
+    if inception_weights is not None:  # fail before the classifier trains, not after
+        _import_fid_packages()
+        _check_weights_path(inception_weights)
     classifier = classifier or feature_classifier(dataset, cache_dir=cache_dir, seed=seed, device=device)
     real = load_dataset(dataset, reference).tensors[0]
     real_features, fake_features = extract_features(classifier, real), extract_features(classifier, samples)
     kid, kid_std = kernel_distance(real_features, fake_features, num_subsets=kid_subsets, subset_size=kid_subset_size,
                                    generator=torch.Generator().manual_seed(seed))
-    return {"fd": frechet_distance_of_features(real_features, fake_features), "kid": kid, "kid_std": kid_std,
-            "num_samples": len(samples), "num_reference": len(real), "reference": f"{dataset}/{reference}"}
+    quality = {"fd": frechet_distance_of_features(real_features, fake_features), "kid": kid, "kid_std": kid_std,
+               "num_samples": len(samples), "num_reference": len(real), "reference": f"{dataset}/{reference}"}
+    if inception_weights is not None:
+        quality["inception_fid"] = inception_fid(samples, real, weights_path=inception_weights, device=device)
+    return quality
 
 
 def frechet_distance_of_samples(samples: Tensor, dataset: str = "mnist5k", **kwargs: Any) -> float:

@@ -33,7 +33,7 @@ MODELS = ("score-sde", "ncsn")
 SDE_NAMES = ("vp", "subvp", "ve")
 IMAGE_DATASETS = ("mnist5k", "digits")
 DATASETS = TOY2D_NAMES + IMAGE_DATASETS
-SAMPLERS = ("reverse-sde", "pc", "ode", "langevin")
+SAMPLERS = ("reverse-sde", "pc", "ode", "langevin", "dpmpp-2m", "dpmpp-2m-sde", "heun", "euler-ancestral")  # solvers: VP runs
 
 
 @dataclass
@@ -134,13 +134,17 @@ def langevin_step_size(config: ScoreConfig) -> float:
 
 
 def sample_score_run(net: nn.Module, config: ScoreConfig, n: int, *, sampler: str | None = None, steps: int | None = None,
-                     step_size: float | None = None, generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+                     step_size: float | None = None, generator: torch.Generator | None = None, progress: bool = False,
+                     callback=None) -> torch.Tensor:
     """Samples (n, ...) in model space from a run's EMA network. ``sampler`` defaults to ``"langevin"`` (annealed
     Langevin, the only sampler of an NCSN run) for NCSN runs and ``"reverse-sde"`` otherwise.
 
     ``steps``: solver steps for reverse-sde / pc (default 500); for annealed Langevin the steps per noise level,
     T (default 100, as the paper); unused by the adaptive ODE. ``step_size``: Langevin's ε (default
-    :func:`langevin_step_size`)."""
+    :func:`langevin_step_size`). The fast solvers (dpmpp-2m, ...) take a VP run's continuous noise levels.
+    ``callback(call, x, denoised)`` sees every network call."""
+    from ppl_dgm.diffusion.sampling import DEFAULT_STEPS as SOLVER_STEPS
+    from ppl_dgm.diffusion.sampling import SOLVER_NAMES, sample_by_name
     from ppl_dgm.sde import annealed_langevin, sample_ode, sample_pc, sample_reverse_sde
 
     sampler = config.default_sampler if sampler is None else sampler
@@ -150,20 +154,27 @@ def sample_score_run(net: nn.Module, config: ScoreConfig, n: int, *, sampler: st
         raise ValueError(f"sampler='langevin' is the sampler of ncsn runs and only of them; got sampler={sampler!r} "
                          f"for a {config.model} run")
     shape = (n, *dataset_image_shape(config.dataset)) if config.is_image else (n, 2)
+    if steps is not None and sampler == "ode":
+        raise ValueError(f"steps={steps}: the probability-flow ODE chooses its own steps (adaptive dopri5)")
+    if sampler in SOLVER_NAMES:
+        if config.sde != "vp":
+            raise ValueError(f"sampler={sampler!r} needs a VP SDE run (its α_t, σ_t), got sde={config.sde!r}")
+        return sample_by_name(sampler, net, build_sde(config), shape, steps=steps or SOLVER_STEPS[sampler], generator=generator,
+                              progress=progress, callback=callback)
     steps = DEFAULT_STEPS.get(sampler) if steps is None else steps
     if sampler == "langevin":
         device = next(net.parameters()).device
         low, high = (-1.0, 1.0) if config.is_image else (-4.0, 4.0)  # uniform start over the data range (Alg. 1)
         x_init = low + (high - low) * torch.rand(shape, generator=generator, device=device)
-        return annealed_langevin(net, net.sigmas, shape, steps_per_level=steps, x_init=x_init,
+        return annealed_langevin(net, net.sigmas, shape, steps=steps, x_T=x_init,
                                  step_size=langevin_step_size(config) if step_size is None else step_size, generator=generator,
-                                 denoise=True, progress=progress)
+                                 denoise=True, progress=progress, callback=callback)
     sde = build_sde(config)
     if sampler == "reverse-sde":
-        return sample_reverse_sde(net, sde, shape, steps=steps, generator=generator, progress=progress)
+        return sample_reverse_sde(net, sde, shape, steps=steps, generator=generator, progress=progress, callback=callback)
     if sampler == "pc":
-        return sample_pc(net, sde, shape, steps=steps, generator=generator, progress=progress)
-    return sample_ode(net, sde, shape, generator=generator)
+        return sample_pc(net, sde, shape, steps=steps, generator=generator, progress=progress, callback=callback)
+    return sample_ode(net, sde, shape, generator=generator, progress=progress, callback=callback)
 
 
 def evaluate_score_run(net: nn.Module, config: ScoreConfig, num_examples: int = 500, *, batch_size: int = 250,

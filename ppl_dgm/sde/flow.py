@@ -49,9 +49,10 @@ def _check_tolerance(name: str, value: float) -> float:
     return float(value)
 
 
-def probability_flow_field(eps_model, sde: SDE, eps: float, y: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+def probability_flow_field(eps_model, sde: SDE, eps: float, y: Tensor | None = None, guidance_scale: float = 0.0,
+                           callback=None) -> Callable[[Tensor, Tensor], Tensor]:
     """f̃(x, t) = f − ½g² ∇log p_t (eq. 13) with t (a scalar) clamped into [eps, T]: adaptive solvers probe outside."""
-    reverse = sde.reverse(score_fn(eps_model, sde, y), probability_flow=True)
+    reverse = sde.reverse(score_fn(eps_model, sde, y, guidance_scale, callback), probability_flow=True)
 
     def field(x: Tensor, t: Tensor) -> Tensor:
         time = t.to(device=x.device, dtype=torch.float64).clamp(eps, sde.T).expand(x.shape[0])
@@ -74,20 +75,33 @@ class _Counted:
 @torch.no_grad()
 def sample_ode(eps_model, sde: SDE, shape, *, eps: float = 1e-3, rtol: float = 1e-5, atol: float = 1e-5,
                method: str = "dopri5", generator: torch.Generator | None = None, device=None, x_T: Tensor | None = None,
-               y: Tensor | None = None, return_nfe: bool = False) -> Tensor | tuple[Tensor, int]:
-    """Integrate the probability-flow ODE from x_T ~ prior at t = T down to t = eps (torchdiffeq); returns x (B, ...)."""
+               y: Tensor | None = None, guidance_scale: float = 0.0, progress: bool = False, callback=None) -> Tensor:
+    """Integrate the probability-flow ODE from x_T ~ prior at t = T down to t = eps (torchdiffeq); returns x (B, ...).
+
+    ``y``/``guidance_scale``: classifier-free guidance; ``callback(call, x, denoised)`` sees every network call
+    (the adaptive solver decides how many: count them there); ``progress`` shows the calls as they happen.
+    """
     from torchdiffeq import odeint
+    from tqdm.auto import tqdm
 
     check_sde(sde)
     eps = check_time_range("eps", eps, sde.T)
     rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
     device, dtype = model_device_dtype(eps_model, device)
     x = start_noise(sde, shape, x_T, generator, device, dtype)
-    field = probability_flow_field(eps_model, sde, eps, y)
-    counted = _Counted(lambda t, state: field(state, t))
+    bar = tqdm(desc="ode (network calls)", disable=not progress, leave=False)
+
+    def observe(call: int, state: Tensor, denoised: Tensor) -> None:
+        bar.update(1)
+        if callback is not None:
+            callback(call, state, denoised)
+
+    field = probability_flow_field(eps_model, sde, eps, None if y is None else y.to(device), guidance_scale, observe)
     times = torch.tensor([sde.T, eps], dtype=torch.float64, device=device)
-    x = odeint(counted, x, times, rtol=rtol, atol=atol, method=method)[-1]
-    return (x, counted.calls) if return_nfe else x
+    try:
+        return odeint(lambda t, state: field(state, t), x, times, rtol=rtol, atol=atol, method=method)[-1]
+    finally:
+        bar.close()
 
 
 def _exact_divergence(field, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:

@@ -40,9 +40,10 @@ def langevin_corrector_step(score: Tensor, x: Tensor, noise: Tensor, snr: float,
 @torch.no_grad()
 def sample_pc(eps_model, sde: SDE, shape, *, steps: int = 1000, corrector_steps: int = 1, snr: float = 0.16, eps: float = 1e-3,
               generator: torch.Generator | None = None, device=None, x_T: Tensor | None = None, y: Tensor | None = None,
-              denoise: bool = True, progress: bool = False) -> Tensor:
+              guidance_scale: float = 0.0, denoise: bool = True, progress: bool = False, callback=None) -> Tensor:
     """PC sampling on t_i = T − iΔt, Δt = (T − eps)/steps: at each t_i, ``corrector_steps`` Langevin steps, then one
-    reverse-diffusion step to t_i − Δt (the order of Song et al.'s code). ``denoise`` returns the last mean. (B, ...)."""
+    reverse-diffusion step to t_i − Δt (the order of Song et al.'s code). ``denoise`` returns the last mean. ``y``/
+    ``guidance_scale``: classifier-free guidance; ``callback(call, x, denoised)`` sees every network call. (B, ...)."""
     from tqdm.auto import tqdm
 
     check_sde(sde)
@@ -53,7 +54,7 @@ def sample_pc(eps_model, sde: SDE, shape, *, steps: int = 1000, corrector_steps:
     eps = check_time_range("eps", eps, sde.T)
     device, dtype = model_device_dtype(eps_model, device)
     x = start_noise(sde, shape, x_T, generator, device, dtype)
-    score = score_fn(eps_model, sde, y)
+    score = score_fn(eps_model, sde, None if y is None else y.to(device), guidance_scale, callback)
     reverse = sde.reverse(score)
     step = (sde.T - eps) / steps
     times = sde.T - step * torch.arange(steps, dtype=torch.float64, device=device)

@@ -103,12 +103,14 @@ class _ReverseInStepUnits:
 @torch.no_grad()
 def sample_reverse_sde(eps_model, sde: SDE, shape, *, steps: int = 1000, method: str = "euler", eps: float = 1e-3,
                        generator: torch.Generator | None = None, device=None, x_T: Tensor | None = None,
-                       y: Tensor | None = None, denoise: bool = True, brownian=None, progress: bool = False) -> Tensor:
+                       y: Tensor | None = None, guidance_scale: float = 0.0, denoise: bool = True, brownian=None,
+                       progress: bool = False, callback=None) -> Tensor:
     """Integrate the reverse SDE from x_T ~ prior at t = T to t = eps in ``steps`` equal steps with torchsde.
 
     ``method``: "euler" (Euler–Maruyama), "srk" (SRA1, strong order 1.5 for additive noise) or "heun"
     (Stratonovich Heun, equal to Itô here since g does not depend on x). ``denoise`` returns the
-    noise-free mean of a last Euler step (Song et al. 2021's code). Returns x (B, ...).
+    noise-free mean of a last Euler step (Song et al. 2021's code). ``y``/``guidance_scale``: classifier-free
+    guidance; ``callback(call, x, denoised)`` sees every network call. Returns x (B, ...).
     """
     import torchsde
 
@@ -119,7 +121,7 @@ def sample_reverse_sde(eps_model, sde: SDE, shape, *, steps: int = 1000, method:
     eps = check_time_range("eps", eps, sde.T)
     device, dtype = model_device_dtype(eps_model, device)
     x = start_noise(sde, shape, x_T, generator, device, dtype)
-    reverse = sde.reverse(score_fn(eps_model, sde, y))
+    reverse = sde.reverse(score_fn(eps_model, sde, None if y is None else y.to(device), guidance_scale, callback))
     step = (sde.T - eps) / steps
     integrate_steps = steps - 1 if denoise else steps
     flat = x.reshape(x.shape[0], -1)

@@ -226,19 +226,31 @@ class ReverseSDE:
             torch.zeros_like(diffusion) if self.probability_flow else diffusion)
 
 
-def score_fn(eps_model: Callable[..., Tensor], sde: SDE, y: Tensor | None = None) -> ScoreFn:
+def score_fn(eps_model: Callable[..., Tensor], sde: SDE, y: Tensor | None = None, guidance_scale: float = 0.0,
+             callback: Callable[[int, Tensor, Tensor], None] | None = None) -> ScoreFn:
     """score(x, t) = −ε(x, t)/σ(t) with σ the SDE's marginal std (Song et al. 2021, App. C; Ho et al. 2020, eq. 11).
 
-    The network sees t cast to x's dtype; VPSDE(0.1, 20) at t = i/T is DDPM's step i (T = 1000).
+    The network sees t cast to x's dtype; VPSDE(0.1, 20) at t = i/T is DDPM's step i (T = 1000). With labels ``y``
+    and ``guidance_scale`` w, ε is the classifier-free guided ε̃ (Ho & Salimans 2022, eq. 6). ``callback(call, x,
+    denoised)`` sees every network call with x̂_0 = (x − σ ε)/m(t), m the SDE's mean coefficient (the sampler contract).
     """
+    from ppl_dgm.diffusion.guidance import guided_eps
+
     check_sde(sde)
     if not callable(eps_model):
         raise TypeError(f"eps_model must be callable eps_model(x, t, y=None), got {type(eps_model).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable callback(step, x, denoised), got {type(callback).__name__}")
+    eps_fn = guided_eps(eps_model, y, guidance_scale)
+    calls = [0]
 
     def score(x: Tensor, t: Tensor) -> Tensor:
-        _, std = sde._mean_coefficient_std(t)
-        time = t.to(x.dtype)
-        eps = eps_model(x, time) if y is None else eps_model(x, time, y)
-        return -eps / expand_like(std.to(x.dtype), x)
+        mean_coefficient, std = sde._mean_coefficient_std(t)
+        eps = eps_fn(x, t.to(x.dtype))
+        std = expand_like(std.to(x.dtype), x)
+        if callback is not None:
+            callback(calls[0], x, (x - std * eps) / expand_like(mean_coefficient.to(x.dtype), x))
+            calls[0] += 1
+        return -eps / std
 
     return score

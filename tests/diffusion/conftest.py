@@ -32,3 +32,16 @@ class GaussianOptimalEps(nn.Module):
         alpha_bar = self.alpha_bar[step - 1].view(-1, *([1] * (x.ndim - 1))).to(x.dtype)
         mean = self.mean.to(x.dtype)
         return (x - alpha_bar.sqrt() * mean) * (1 - alpha_bar).sqrt() / (alpha_bar * self.std**2 + 1 - alpha_bar)
+
+
+class LabelShiftEps(nn.Module):
+    """ε(x, t, y) = x·t + (y + 1) (null label −1 → x·t); counts its calls and batch sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.batch_sizes = []
+
+    def forward(self, x, t, y=None):
+        self.batch_sizes.append(x.shape[0])
+        shift = torch.zeros(x.shape[0]) if y is None else (y + 1).to(x.dtype)
+        return x * t.view(-1, 1) + shift.view(-1, 1)

@@ -1,22 +1,10 @@
 import pytest
 import torch
-from torch import nn
 
 from ppl_dgm.diffusion import drop_labels, guided_eps, linear_schedule, sample_ancestral, sample_ddim
 from ppl_dgm.nn import TimeConditionedMLP
 
-
-class LabelShiftEps(nn.Module):
-    """ε(x, t, y) = x·t + (y + 1) (null label −1 → x·t); counts its calls and batch sizes."""
-
-    def __init__(self):
-        super().__init__()
-        self.batch_sizes = []
-
-    def forward(self, x, t, y=None):
-        self.batch_sizes.append(x.shape[0])
-        shift = torch.zeros(x.shape[0]) if y is None else (y + 1).to(x.dtype)
-        return x * t.view(-1, 1) + shift.view(-1, 1)
+from .conftest import LabelShiftEps
 
 
 def test_guided_eps_is_eq6_in_one_batched_call():

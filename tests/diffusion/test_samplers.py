@@ -154,3 +154,27 @@ def test_clip_x0_keeps_predictions_in_the_data_range():
     assert clipped.abs().max() <= 1.0
     ancestral = sample_ancestral(eps_model, schedule, (64, 2), clip_x0=True, generator=torch.Generator().manual_seed(0))
     assert ancestral.abs().max() <= 1.0
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_the_callback_sees_every_network_call_with_its_predicted_x0(sampler):
+    from ppl_dgm.diffusion import linear_schedule, sample_ancestral, sample_ddim
+
+    schedule, seen, calls = linear_schedule(20), [], []
+
+    def eps_model(x, t):
+        calls.append(t)
+        return torch.tanh(x) * (0.5 + t[:, None])
+
+    kwargs = dict(generator=torch.Generator().manual_seed(0), callback=lambda call, x, denoised: seen.append((call, x, denoised)))
+    if sampler == "ancestral":
+        sample_ancestral(eps_model, schedule, (4, 3), **kwargs)
+    else:
+        sample_ddim(eps_model, schedule, (4, 3), steps=5, **kwargs)
+    assert [call for call, _, _ in seen] == list(range(len(calls)))
+    call, x, denoised = seen[-1]  # the last call is at step 1: x̂_0 = (x − √(1 − ᾱ_1) ε)/√ᾱ_1
+    alpha_bar = float(schedule.alpha_bar[0])
+    expected = (x - (1 - alpha_bar) ** 0.5 * torch.tanh(x) * (0.5 + 1 / 20)) / alpha_bar**0.5
+    torch.testing.assert_close(denoised, expected)
+    with pytest.raises(TypeError, match="callback must be callable"):
+        sample_ddim(eps_model, schedule, (4, 3), steps=5, callback="print")

@@ -15,14 +15,6 @@ from ppl_dgm.metrics.frechet import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     return feature_classifier("mnist5k", cache_dir=tmp_path_factory.mktemp("runs"), epochs=2, seed=0)

@@ -17,9 +17,12 @@ def test_train_resume_sample_eval_score_sde_on_toy_data(tmp_path, capsys):
         assert (run_dir / name).is_file(), name
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2] and records[-1]["step"] == 8
-    for sampler in ("reverse-sde", "pc", "ode"):
-        assert run(["sample", "score-sde", str(run_dir), "--sampler", sampler, "--steps", "20", "--n", "50", "--device", "cpu", "--no-progress"]) == 0
+    for sampler in ("reverse-sde", "pc", "ode", "dpmpp-2m", "heun"):
+        steps = [] if sampler == "ode" else ["--steps", "20"]  # the adaptive ODE refuses --steps
+        assert run(["sample", "score-sde", str(run_dir), "--sampler", sampler, *steps, "--n", "50", "--device", "cpu", "--no-progress"]) == 0
         assert (run_dir / f"samples_{sampler}.png").is_file()
+    with pytest.raises(ValueError, match="steps=20: the probability-flow ODE chooses its own steps"):
+        run(["sample", "score-sde", str(run_dir), "--sampler", "ode", "--steps", "20", "--device", "cpu"])
     capsys.readouterr()
     assert run(["eval", "score-sde", str(run_dir), "--num-examples", "20", "--device", "cpu", "--no-progress"]) == 0
     result = json.loads(capsys.readouterr().out)
