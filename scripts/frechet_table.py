@@ -20,51 +20,53 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from ppl_dgm.data import image_shape, load_dataset
+from ppl_dgm.data import load_dataset
 from ppl_dgm.metrics.frechet import feature_classifier, sample_quality
 from ppl_dgm.train.checkpoint import safe_torch_load
 
 DDPM_SAMPLERS = (("ancestral", None), ("ddim", 100), ("ddim", 50))
 # the same ε-network read as VPSDE(0.1, 20) at t = i/T (Song et al. 2021, App. B), through the score-SDE samplers
 SCORE_SAMPLERS = (("reverse-sde", 250), ("pc", 100), ("ode", None))  # PC: 2 network calls per step
+# --nfe-table: every sampler at about 10, 20, 50, 100 network calls (Heun: 2·steps − 1; PC: 2 per step), 1,000 ancestral
+NFE_GRID = (("ancestral", None), ("ode", None)) + tuple(
+    (sampler, steps) for budget in (10, 20, 50, 100) for sampler, steps in (
+        ("ddim", budget), ("dpmpp-2m", budget), ("dpmpp-2m-sde", budget), ("heun", (budget + 1) // 2),
+        ("euler-ancestral", budget), ("pc", budget // 2), ("reverse-sde", budget)) if sampler != "pc" or budget >= 40)  # PC: ≥ 20 steps
 LABELS = {"ancestral": "ancestral, all T steps", "ddim": "DDIM {} steps", "reverse-sde": "reverse SDE (torchsde EM) {} steps",
-          "pc": "PC (reverse diffusion + Langevin) {} steps", "ode": "probability-flow ODE (dopri5)"}
+          "pc": "PC (reverse diffusion + Langevin) {} steps", "ode": "probability-flow ODE (dopri5)",
+          "dpmpp-2m": "DPM-Solver++(2M) {} steps", "dpmpp-2m-sde": "DPM-Solver++(2M) SDE {} steps",
+          "heun": "Heun (Karras σ, ρ = 7) {} steps", "euler-ancestral": "Euler ancestral {} steps"}
 
 
-def cached_samples(run: Path, name: str, num_samples: int, seed: int, device: str, batch_size: int, draw) -> tuple[torch.Tensor, float]:
-    """Images in [0, 1] from ``draw(size, generator)`` in batches, cached as ``samples_<name>_<n>_seed<s>.pt`` in the run
-    folder with the first 64 in ``fd_<name>.png``, and the seconds sampling took (0 when cached)."""
+def cached_samples(run: Path, name: str, num_samples: int, seed: int, device: str, batch_size: int, draw) -> tuple[torch.Tensor, float, int | None]:
+    """Images in [0, 1] from ``draw(size, generator, callback)`` in batches, cached as ``samples_<name>_<n>_seed<s>.pt`` in
+    the run folder with the first 64 in ``fd_<name>.png``; also the seconds sampling took and the network calls per
+    sample (counted by the sampler's callback on the first batch)."""
     cache = run / f"samples_{name}_{num_samples}_seed{seed}.pt"
     if cache.is_file():
-        return safe_torch_load(cache, what="sample cache"), 0.0
+        saved = safe_torch_load(cache, what="sample cache")
+        return (saved["samples"], saved["seconds"], saved["nfe"]) if isinstance(saved, dict) else (saved, 0.0, None)
     generator = torch.Generator(device=device).manual_seed(seed)
+    calls = []
     started = time.perf_counter()
-    samples = torch.cat([draw(min(batch_size, num_samples - begin), generator).cpu() for begin in range(0, num_samples, batch_size)])
-    seconds = time.perf_counter() - started
-    torch.save(samples, cache)
+    chunks = []
+    for begin in range(0, num_samples, batch_size):
+        callback = (lambda call, x, denoised: calls.append(call)) if begin == 0 else None
+        chunks.append(draw(min(batch_size, num_samples - begin), generator, callback).cpu())
+    samples, seconds = torch.cat(chunks), time.perf_counter() - started
+    torch.save({"samples": samples, "seconds": seconds, "nfe": len(calls)}, cache)
     save_image(samples[:64], run / f"fd_{name}.png", nrow=8)
-    return samples, seconds
+    return samples, seconds, len(calls)
 
 
-def ddpm_samples(run: Path, sampler: str, steps: int | None, num_samples: int, seed: int, device: str, batch_size: int) -> tuple[torch.Tensor, float]:
-    """Images in [0, 1] of a DDPM run's EMA network by a DDPM sampler or, read as a VP SDE, a score-SDE sampler."""
-    from ppl_dgm.diffusion.ddpm import to_image_space
+def ddpm_samples(run: Path, sampler: str, steps: int | None, num_samples: int, seed: int, device: str, batch_size: int):
+    """Images in [0, 1] of a DDPM run's EMA network by any sampler of ``SAMPLER_NAMES`` (the SDE ones read it as a VP SDE)."""
     from ppl_dgm.diffusion.experiment import load_ddpm_run, sample_run
-    from ppl_dgm.sde import VPSDE, sample_ode, sample_pc, sample_reverse_sde
 
     net, config = load_ddpm_run(run, device=device)
 
-    def draw(size: int, generator: torch.Generator) -> torch.Tensor:
-        if sampler in ("ancestral", "ddim"):
-            return sample_run(net, config, size, sampler=sampler, steps=steps, generator=generator, progress=True)[0]
-        shape, sde = (size, *image_shape(config.dataset)), VPSDE(0.1, 20.0)
-        if sampler == "reverse-sde":
-            x = sample_reverse_sde(net, sde, shape, steps=steps, generator=generator, progress=True)
-        elif sampler == "pc":
-            x = sample_pc(net, sde, shape, steps=steps, generator=generator, progress=True)
-        else:
-            x = sample_ode(net, sde, shape, generator=generator)
-        return to_image_space(x.clamp(-1, 1))
+    def draw(size: int, generator: torch.Generator, callback) -> torch.Tensor:
+        return sample_run(net, config, size, sampler=sampler, steps=steps, generator=generator, progress=True, callback=callback)[0]
 
     return cached_samples(run, f"{sampler}{steps or ''}", num_samples, seed, device, batch_size, draw)
 
@@ -75,10 +77,16 @@ def ncsn_samples(run: Path, num_samples: int, seed: int, device: str, batch_size
 
     net, config = load_score_run(run, device=device)
 
-    def draw(size: int, generator: torch.Generator) -> torch.Tensor:
-        return ((sample_score_run(net, config, size, sampler="langevin", generator=generator, progress=True) + 1) / 2).clamp(0, 1)
+    def draw(size: int, generator: torch.Generator, callback) -> torch.Tensor:
+        samples = sample_score_run(net, config, size, sampler="langevin", generator=generator, progress=True, callback=callback)
+        return ((samples + 1) / 2).clamp(0, 1)
 
     return cached_samples(run, "langevin", num_samples, seed, device, batch_size, draw)
+
+
+def timing(seconds: float, nfe: int | None, num_samples: int) -> dict:
+    """Network calls per sample and wall seconds per sample, where known (a cache from an older version lacks them)."""
+    return ({"nfe": nfe} if nfe is not None else {}) | ({"seconds_per_sample": seconds / num_samples} if seconds else {})
 
 
 def main(argv=None) -> int:
@@ -90,6 +98,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ddpm-samples", type=int, default=250, help="samples per DDPM sampler and per NCSN run")
     parser.add_argument("--score-samplers", action="store_true",
                         help="also sample the DDPM network by the reverse SDE, PC and the probability-flow ODE")
+    parser.add_argument("--nfe-table", action="store_true",
+                        help="sample each DDPM run by every sampler at about 10/20/50/100 network calls (and ancestral, ODE)")
     parser.add_argument("--batch-size", type=int, default=250, help="DDPM images sampled at once")
     parser.add_argument("--classifier-dir", default="runs")
     parser.add_argument("--device", default="cpu")
@@ -114,17 +124,20 @@ def main(argv=None) -> int:
             generator, config = load_gan_run(run, device=args.device)
             rows[run] = evaluate_gan(generator, config, args.num_samples, cache_dir=args.classifier_dir, seed=args.seed)
     for run in map(Path, args.ddpm):
-        for sampler, steps in DDPM_SAMPLERS + (SCORE_SAMPLERS if args.score_samplers else ()):
-            samples, seconds = ddpm_samples(run, sampler, steps, args.ddpm_samples, args.seed, args.device, args.batch_size)
+        grid = NFE_GRID if args.nfe_table else DDPM_SAMPLERS + (SCORE_SAMPLERS if args.score_samplers else ())
+        for sampler, steps in grid:
+            samples, seconds, nfe = ddpm_samples(run, sampler, steps, args.ddpm_samples, args.seed, args.device, args.batch_size)
             label = f"{run.name} {LABELS[sampler].format(steps)}"
-            rows[label] = sample_quality(samples, classifier=classifier, seed=args.seed) | ({"sample_seconds": seconds} if seconds else {})
+            rows[label] = sample_quality(samples, classifier=classifier, seed=args.seed) | timing(seconds, nfe, len(samples))
     for run in map(Path, args.ncsn):
-        samples, seconds = ncsn_samples(run, args.ddpm_samples, args.seed, args.device, args.batch_size)
+        samples, seconds, nfe = ncsn_samples(run, args.ddpm_samples, args.seed, args.device, args.batch_size)
         rows[f"{run.name} annealed Langevin (T = 100 per level, denoised)"] = (
-            sample_quality(samples, classifier=classifier, seed=args.seed) | ({"sample_seconds": seconds} if seconds else {}))
-    print(f"{'samples':64} {'N':>5} {'FD':>9} {'KID':>9} {'± std':>8}")
+            sample_quality(samples, classifier=classifier, seed=args.seed) | timing(seconds, nfe, len(samples)))
+    print(f"{'samples':64} {'N':>5} {'NFE':>5} {'FD':>9} {'KID':>9} {'± std':>8} {'s/sample':>9}")
     for name, result in rows.items():
-        print(f"{name:64} {result['num_samples']:5d} {result['fd']:9.3f} {result['kid']:9.4f} {result['kid_std']:8.4f}")
+        nfe, per_sample = result.get("nfe"), result.get("seconds_per_sample")
+        print(f"{name:64} {result['num_samples']:5d} {nfe if nfe is not None else '':>5} {result['fd']:9.3f} {result['kid']:9.4f} "
+              f"{result['kid_std']:8.4f} {f'{per_sample:.3f}' if per_sample else '':>9}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
     return 0

@@ -59,6 +59,10 @@ def sample_pc(eps_model, sde: SDE, shape, *, steps: int = 1000, corrector_steps:
     step = (sde.T - eps) / steps
     times = sde.T - step * torch.arange(steps, dtype=torch.float64, device=device)
     is_vp = isinstance(sde, VPSDE)  # VP and sub-VP: α_i = 1 − β_i (Song et al. 2021, Alg. 3); VE: α_i = 1 (Alg. 2)
+    if is_vp and float(sde._beta(torch.tensor(sde.T, dtype=torch.float64))) * step >= 1:  # α_i = 1 − β_i Δt must stay > 0
+        fewest = math.floor(float(sde._beta(torch.tensor(sde.T, dtype=torch.float64))) * (sde.T - eps)) + 1
+        raise ValueError(f"steps={steps} is too few for PC on this VP SDE: its corrector needs 1 − β(t)Δt > 0, "
+                         f"i.e. steps >= {fewest}")
     mean = x
     for i in tqdm(range(steps), desc="pc", disable=not progress, leave=False):
         t = times[i].expand(x.shape[0])

@@ -81,3 +81,9 @@ def test_annealed_langevin_takes_the_contract_keywords():
     assert isinstance(out, torch.Tensor) and calls == list(range(6))
     with pytest.raises(TypeError, match="callback must be callable"):
         annealed_langevin(lambda x, sigma: -x, sigmas, (3, 2), callback=3)
+
+
+def test_pc_on_a_vp_sde_refuses_steps_that_make_its_corrector_step_negative():
+    with pytest.raises(ValueError, match=r"steps=10 is too few for PC on this VP SDE: .* steps >= 20"):
+        sample_pc(lambda x, t: torch.tanh(x), VPSDE(), (4, 2), steps=10)
+    assert torch.isfinite(sample_pc(lambda x, t: torch.tanh(x), VPSDE(), (4, 2), steps=20)).all()
