@@ -260,10 +260,13 @@ def _sample_latent(run, n, sampler, steps, generator, progress, options):
     from ppl_dgm.diffusion.experiment import build_schedule
     from ppl_dgm.diffusion.latent import sample_latent_ddpm
 
-    _no_options(run, options, ("eta",))
-    return sample_latent_ddpm(run.model, build_schedule(run.config), n, sampler=sampler or run.config.sampler,
-                              steps=steps or run.config.sample_steps, variance=run.config.variance, generator=generator,
-                              progress=progress, **options)
+    _no_options(run, options, ("eta", "callback"))
+    sampler = sampler or run.config.sampler
+    if steps is not None and sampler == "ancestral":
+        raise ValueError(f"steps={steps}: the ancestral sampler always takes the run's num_steps={run.config.num_steps} steps; "
+                         "use sampler='ddim' or a solver for fewer network calls")
+    return sample_latent_ddpm(run.model, build_schedule(run.config), n, sampler=sampler, steps=steps or run.config.sample_steps,
+                              variance=run.config.variance, generator=generator, progress=progress, **options)
 
 
 def _evaluate_by_samples(run, options):

@@ -34,7 +34,8 @@ __all__ = ["DDPMConfig", "build_unet", "build_schedule", "train_ddpm", "load_ddp
 
 DATASETS = ("mnist5k", "digits", "cifar10")
 SCHEDULES = ("linear", "cosine")
-SAMPLERS = ("ancestral", "ddim")  # the latent DDPM's; a DDPM run takes every name of diffusion.sampling.SAMPLER_NAMES
+# the latent DDPM's samplers (no SDE reading of its MLP); a DDPM run takes every name of diffusion.sampling.SAMPLER_NAMES
+SAMPLERS = ("ancestral", "ddim", "dpmpp-2m", "dpmpp-2m-sde", "heun", "euler-ancestral")
 
 
 @dataclass

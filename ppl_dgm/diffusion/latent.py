@@ -24,7 +24,6 @@ from torch.utils.data import TensorDataset
 from ppl_dgm._checks import check_choice, check_positive_float, check_positive_int, check_positive_int_sequence, check_seed
 from ppl_dgm.diffusion.ddpm import VARIANCES, simple_loss
 from ppl_dgm.diffusion.experiment import SAMPLERS, SCHEDULES, build_schedule
-from ppl_dgm.diffusion.samplers import sample_ancestral, sample_ddim
 from ppl_dgm.diffusion.schedules import NoiseSchedule
 from ppl_dgm.nn import TimeConditionedMLP
 from ppl_dgm.train.device import resolve_device
@@ -223,14 +222,18 @@ def sample_latent_ddpm(
     n: int,
     *,
     sampler: str = "ancestral",
-    steps: int = 50,
+    steps: int | None = 50,
     eta: float = 0.0,
     variance: str = "beta",
     generator: torch.Generator | None = None,
     progress: bool = False,
+    callback=None,
 ) -> Tensor:
-    """n images (n, C, H, W) in [0, 1]: latents from ``sample_ancestral`` (Ho et al. 2020, Alg. 2) or ``sample_ddim``
-    (``steps``, ``eta``; Song et al. 2021) over the (n, D) latent space, un-standardized and decoded by the VAE."""
+    """n images (n, C, H, W) in [0, 1]: latents from ancestral sampling (Ho et al. 2020, Alg. 2), DDIM (``steps``,
+    ``eta``; Song et al. 2021) or a fast solver (DPM-Solver++(2M), its SDE variant, Heun, Euler ancestral) over the
+    (n, D) latent space, un-standardized and decoded by the VAE. The ancestral sampler ignores ``steps`` (always T)."""
+    from ppl_dgm.diffusion.sampling import sample_by_name
+
     if not isinstance(model, LatentDDPM):
         raise TypeError(f"model must be a LatentDDPM (from load_latent_ddpm_run), got {type(model).__name__}")
     n = check_positive_int("n", n)
@@ -239,10 +242,8 @@ def sample_latent_ddpm(
     was_training = model.training
     model.eval()
     try:
-        if sampler == "ancestral":
-            latents = sample_ancestral(model.eps_model, schedule, shape, variance=variance, generator=generator, progress=progress)
-        else:
-            latents = sample_ddim(model.eps_model, schedule, shape, steps=steps, eta=eta, generator=generator, progress=progress)
+        latents = sample_by_name(sampler, model.eps_model, schedule, shape, steps=None if sampler == "ancestral" else steps, eta=eta,
+                                 variance=variance, generator=generator, progress=progress, callback=callback)
         return model.decode(latents)
     finally:
         model.train(was_training)

@@ -121,7 +121,16 @@ def sample_reverse_sde(eps_model, sde: SDE, shape, *, steps: int = 1000, method:
     eps = check_time_range("eps", eps, sde.T)
     device, dtype = model_device_dtype(eps_model, device)
     x = start_noise(sde, shape, x_T, generator, device, dtype)
-    reverse = sde.reverse(score_fn(eps_model, sde, None if y is None else y.to(device), guidance_scale, callback))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, desc="reverse sde (network calls)", disable=not progress, leave=False)
+
+    def observe(call: int, state: Tensor, denoised: Tensor) -> None:  # torchsde has no step hook: count network calls
+        bar.update(1)
+        if callback is not None:
+            callback(call, state, denoised)
+
+    reverse = sde.reverse(score_fn(eps_model, sde, None if y is None else y.to(device), guidance_scale, observe))
     step = (sde.T - eps) / steps
     integrate_steps = steps - 1 if denoise else steps
     flat = x.reshape(x.shape[0], -1)
@@ -135,4 +144,5 @@ def sample_reverse_sde(eps_model, sde: SDE, shape, *, steps: int = 1000, method:
         time = torch.full((x.shape[0],), eps + step, dtype=torch.float64, device=device)
         drift, _ = reverse._drift_diffusion(x, time)
         x = x - step * drift
+    bar.close()
     return x

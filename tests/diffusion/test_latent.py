@@ -117,7 +117,7 @@ def test_training_lowers_the_loss_and_samples_decode_to_images(tmp_path, vae_run
     torch.testing.assert_close(model.decode(standardize_latents(loc[:3], shift, scale)), vae.decode(loc[:3]))
 
     schedule = linear_schedule(config.num_steps)
-    for sampler in ("ancestral", "ddim"):
+    for sampler in ("ancestral", "ddim", "dpmpp-2m", "dpmpp-2m-sde", "heun", "euler-ancestral"):
         images = sample_latent_ddpm(model, schedule, 5, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0))
         assert images.shape == (5, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
         again = sample_latent_ddpm(model, schedule, 5, sampler=sampler, steps=4, generator=torch.Generator().manual_seed(0))
