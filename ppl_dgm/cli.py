@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence, get_args, get_origin, get_type_hints
 __all__ = ["main", "build_parser", "add_config_options", "add_run_options", "train_command", "sample_command", "evaluate_command"]
 
 SAMPLE_OPTIONS = ("eta", "guidance_scale", "step_size", "truncation")
-EVALUATE_OPTIONS = ("iwae_k", "num_images", "batch_size", "num_examples", "num_samples", "seed", "classifier_dir")
+EVALUATE_OPTIONS = ("iwae_k", "num_images", "batch_size", "num_examples", "num_samples", "seed", "classifier_dir", "inception_weights")
 
 
 def add_config_options(parser: argparse.ArgumentParser, config_class: type, *, exclude: Sequence[str] = (),
@@ -93,6 +93,8 @@ def add_quality_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-samples", type=int, default=1000, help="samples compared with the test digits")
     parser.add_argument("--classifier-dir", default="runs", help="where the feature classifier is cached")
     parser.add_argument("--seed", type=int, default=0, help="seeds the samples")
+    parser.add_argument("--inception-weights", default=None,
+                        help="also the standard FID: a local FID Inception-v3 weights file (pt_inception-2015-12-05); never downloads")
 
 
 def train_command(args: argparse.Namespace, config: object, train, default_name: str, **train_options) -> int:

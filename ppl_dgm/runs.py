@@ -273,10 +273,11 @@ def _evaluate_by_samples(run, options):
     """FD/KID of samples against the test digits (features of the library's digit classifier)."""
     from ppl_dgm.metrics.frechet import sample_quality
 
-    _no_options(run, options, ("num_samples", "seed", "cache_dir"))
+    _no_options(run, options, ("num_samples", "seed", "cache_dir", "inception_weights"))
     num_samples = check_positive_int("num_samples", options.get("num_samples", 1000))
     samples = run.sample(num_samples, seed=options.get("seed", 0))
-    return sample_quality(samples.cpu(), "mnist5k", cache_dir=options.get("cache_dir", "runs"), seed=0)
+    return sample_quality(samples.cpu(), "mnist5k", cache_dir=options.get("cache_dir", "runs"), seed=0,
+                          inception_weights=options.get("inception_weights"))
 
 
 def _load_score(path, device):
@@ -319,7 +320,7 @@ def _sample_gan(run, n, sampler, steps, generator, progress, options):
 def _evaluate_gan(run, options):
     from ppl_dgm.gan.experiment import evaluate_gan
 
-    _no_options(run, options, ("num_samples", "cache_dir", "seed"))
+    _no_options(run, options, ("num_samples", "cache_dir", "seed", "inception_weights"))
     return evaluate_gan(run.model, run.config, **options)
 
 

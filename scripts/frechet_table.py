@@ -102,6 +102,7 @@ def main(argv=None) -> int:
                         help="sample each DDPM run by every sampler at about 10/20/50/100 network calls (and ancestral, ODE)")
     parser.add_argument("--batch-size", type=int, default=250, help="DDPM images sampled at once")
     parser.add_argument("--classifier-dir", default="runs")
+    parser.add_argument("--inception-weights", default=None, help="also the standard FID from this local Inception-v3 weights file")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
     diffusion = args.ddpm or args.ncsn
     sizes = sorted(({args.num_samples} if args.runs or not diffusion else set()) | ({args.ddpm_samples} if diffusion else set()))
     for n in sizes:
-        rows[f"floor: {n} real training digits"] = sample_quality(train[:n], classifier=classifier, seed=args.seed)
+        rows[f"floor: {n} real training digits"] = sample_quality(train[:n], classifier=classifier, seed=args.seed, inception_weights=args.inception_weights)
         noisy = (train[:n] + 0.2 * torch.randn(train[:n].shape, generator=torch.Generator().manual_seed(args.seed))).clamp(0, 1)
         rows[f"{n} real digits + N(0, 0.2²) noise"] = sample_quality(noisy, classifier=classifier, seed=args.seed)
     if args.runs:
@@ -122,17 +123,18 @@ def main(argv=None) -> int:
 
         for run in args.runs:
             generator, config = load_gan_run(run, device=args.device)
-            rows[run] = evaluate_gan(generator, config, args.num_samples, cache_dir=args.classifier_dir, seed=args.seed)
+            rows[run] = evaluate_gan(generator, config, args.num_samples, cache_dir=args.classifier_dir, seed=args.seed,
+                                     inception_weights=args.inception_weights)
     for run in map(Path, args.ddpm):
         grid = NFE_GRID if args.nfe_table else DDPM_SAMPLERS + (SCORE_SAMPLERS if args.score_samplers else ())
         for sampler, steps in grid:
             samples, seconds, nfe = ddpm_samples(run, sampler, steps, args.ddpm_samples, args.seed, args.device, args.batch_size)
             label = f"{run.name} {LABELS[sampler].format(steps)}"
-            rows[label] = sample_quality(samples, classifier=classifier, seed=args.seed) | timing(seconds, nfe, len(samples))
+            rows[label] = sample_quality(samples, classifier=classifier, seed=args.seed, inception_weights=args.inception_weights) | timing(seconds, nfe, len(samples))
     for run in map(Path, args.ncsn):
         samples, seconds, nfe = ncsn_samples(run, args.ddpm_samples, args.seed, args.device, args.batch_size)
         rows[f"{run.name} annealed Langevin (T = 100 per level, denoised)"] = (
-            sample_quality(samples, classifier=classifier, seed=args.seed) | timing(seconds, nfe, len(samples)))
+            sample_quality(samples, classifier=classifier, seed=args.seed, inception_weights=args.inception_weights) | timing(seconds, nfe, len(samples)))
     print(f"{'samples':64} {'N':>5} {'NFE':>5} {'FD':>9} {'KID':>9} {'± std':>8} {'s/sample':>9}")
     for name, result in rows.items():
         nfe, per_sample = result.get("nfe"), result.get("seconds_per_sample")

@@ -117,8 +117,9 @@ def sample_gan(generator: nn.Module, config: GANConfig, n: int, *, generator_rng
 
 
 def evaluate_gan(generator: nn.Module, config: GANConfig, num_samples: int = 1000, *, cache_dir: str | os.PathLike = "runs",
-                 seed: int = 0) -> dict[str, Any]:
-    """FD and KID of ``num_samples`` samples against the test split (features of the library's digit classifier)."""
+                 seed: int = 0, inception_weights: str | os.PathLike | None = None) -> dict[str, Any]:
+    """FD and KID of ``num_samples`` samples against the test split (features of the library's digit classifier);
+    with ``inception_weights`` (a local FID Inception-v3 file) also the standard ``inception_fid``."""
     from ppl_dgm.metrics.frechet import sample_quality
 
     check_positive_int("num_samples", num_samples)
@@ -133,7 +134,7 @@ def evaluate_gan(generator: nn.Module, config: GANConfig, num_samples: int = 100
     samples = torch.cat(chunks)
     if labels_needed:  # one row per class: shuffle so a truncated set is still class-balanced
         samples = samples[torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))]
-    return sample_quality(samples, config.dataset, cache_dir=cache_dir, seed=0)
+    return sample_quality(samples, config.dataset, cache_dir=cache_dir, seed=0, inception_weights=inception_weights)
 
 
 def train_gan(config: GANConfig, run_dir: str | os.PathLike, *, device: str | torch.device = "auto", resume: bool = False,

@@ -46,6 +46,9 @@ def test_train_resume_sample_eval_cgan(tmp_path, capsys):
     assert Image.open(tmp_path / "s.png").size == (2 + 2 * 30, 2 + 10 * 30)
     capsys.readouterr()
     assert run(["eval", "gan", str(folder), "--num-samples", "100", "--classifier-dir", str(runs), "--device", "cpu"]) == 0
+    with pytest.raises(FileNotFoundError, match="no_inception.pt"):  # the standard FID needs the user's local weights file
+        run(["eval", "gan", str(folder), "--num-samples", "100", "--classifier-dir", str(runs), "--device", "cpu",
+             "--inception-weights", str(tmp_path / "no_inception.pt")])
     result = json.loads(capsys.readouterr().out)
     assert result["fd"] > 0 and result["num_samples"] == 100 and result["reference"] == "mnist5k/test"
 
