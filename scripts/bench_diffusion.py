@@ -85,6 +85,32 @@ def bare_simple_loss(net: nn.Module, alpha_bar: torch.Tensor, x0: torch.Tensor) 
     return (noise - prediction).pow(2).mean()
 
 
+def matmul_peak(device: torch.device, dtype: torch.dtype, synchronize, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the best of ``repeats`` (size x size) @ (size x size) products in ``dtype``: the machine's matmul peak."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize()
+        started = time.perf_counter()
+        a @ b
+        synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best
+
+
+def training_step_flops(x0: torch.Tensor, schedule, device: torch.device) -> float:
+    """FLOPs of one L_simple forward + backward of the default U-Net on ``x0`` (torch.utils.flop_counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    net = build_unet(DDPMConfig()).to(device)
+    torch.manual_seed(0)
+    with FlopCounterMode(display=False) as counter:
+        simple_loss(net, schedule, x0).backward()
+    return float(counter.get_total_flops())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
@@ -184,7 +210,7 @@ def main() -> None:
         return run
 
     variants = {"bare": trainer("bare"), "ours": trainer("ours"), "train ddpm": trainer("train ddpm")}
-    if args.amp == "bf16" and device.type == "cuda":
+    if args.amp == "bf16":  # CUDA, and CPUs with bf16 matmul units (avx512_bf16 / AMX)
         variants["bf16"] = trainer("train ddpm", autocast=True)
     for run in variants.values():
         run()  # warm-up
@@ -198,15 +224,19 @@ def main() -> None:
     rows.append((f"{label}: + EMA + clip (train ddpm)", "bare Alg. 1 step", per_step["bare"], per_step["train ddpm"], ""))
     if "bf16" in per_step:
         rows.append((f"{label}: train ddpm, bf16 autocast", "train ddpm step, fp32", per_step["train ddpm"], per_step["bf16"], ""))
-    elif args.amp == "bf16":
-        print("(c) bf16 autocast row skipped: it needs a CUDA device")
 
     print(f"\n{'case':56s} {'baseline':24s} {'base s':>9s} {'ours s':>9s} {'ratio':>7s}  {'max |Δ|':>16s}")
     for case, baseline, base_s, ours_s, difference in rows:
         print(f"{case:56s} {baseline:24s} {base_s:9.4f} {ours_s:9.4f} {ours_s / base_s:6.3f}x  {difference:>16s}")
     print()
+    step_flops = training_step_flops(x0, full, device)
+    peaks = {dtype: matmul_peak(device, dtype, synchronize) for dtype in (torch.float32, torch.bfloat16)}
     for name, s in per_step.items():
-        print(f"training, {name:10s}: {s * 1000:8.1f} ms/step, {args.train_batch / s:8.1f} images/s")
+        dtype = torch.bfloat16 if name == "bf16" else torch.float32
+        achieved = step_flops / s
+        print(f"training, {name:10s}: {s * 1000:8.1f} ms/step, {args.train_batch / s:8.1f} images/s, {achieved / 1e9:7.1f} GFLOP/s "
+              f"= {100 * achieved / peaks[dtype]:4.1f}% of the measured {str(dtype).removeprefix('torch.')} matmul peak "
+              f"({peaks[dtype] / 1e9:.0f} GFLOP/s)")
     print("ratio goal for the samplers: <= 1.05x")
 
 
