@@ -1,10 +1,19 @@
-"""Score-based models: SDEs, denoising score matching, Langevin, reverse-SDE / PC / probability-flow samplers.
+"""Score-based models: SDEs, score matching (denoising, explicit, implicit, sliced), Langevin, and reverse-SDE,
+PC and probability-flow samplers.
 
 Importing this package does not import torchsde or torchdiffeq (they load inside the samplers).
 """
 from ppl_dgm.sde.flow import ODELikelihood, ode_bits_per_dim, ode_log_likelihood, probability_flow_field, sample_ode
 from ppl_dgm.sde.langevin import annealed_langevin, langevin_dynamics
-from ppl_dgm.sde.losses import check_sigmas, dsm_loss, geometric_sigmas, score_sde_loss
+from ppl_dgm.sde.losses import (
+    check_sigmas,
+    dsm_loss,
+    explicit_score_matching,
+    geometric_sigmas,
+    implicit_score_matching,
+    score_sde_loss,
+    sliced_score_matching,
+)
 from ppl_dgm.sde.ncsn import NoiseConditionalScoreNet
 from ppl_dgm.sde.pc import langevin_corrector_step, sample_pc
 from ppl_dgm.sde.reverse import GeneratorBrownian, sample_reverse_sde
@@ -19,6 +28,9 @@ __all__ = [
     "score_fn",
     "dsm_loss",
     "score_sde_loss",
+    "explicit_score_matching",
+    "implicit_score_matching",
+    "sliced_score_matching",
     "geometric_sigmas",
     "check_sigmas",
     "NoiseConditionalScoreNet",

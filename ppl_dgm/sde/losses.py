@@ -1,7 +1,10 @@
-"""Denoising score matching (Vincent 2011): the NCSN loss over a σ sequence and the continuous score-SDE loss.
+"""Score-matching objectives: denoising (Vincent 2011) and, for low-dimensional data, explicit, implicit and sliced.
 
-Both are per-example sums over data dims, averaged over the batch (``reduction="mean"``) or
-returned per example (``"none"``); randomness uses torch's global RNG unless a ``generator`` is given.
+The denoising losses (the NCSN loss over a σ sequence and the continuous score-SDE loss) are per-example
+sums over data dims, averaged over the batch (``reduction="mean"``) or returned per example (``"none"``).
+``explicit_score_matching``, ``implicit_score_matching`` and ``sliced_score_matching`` take a score model
+``score(x) -> (B, D)`` acting on each row of x ``(B, D)`` separately and return the batch mean, a scalar.
+Randomness uses torch's global RNG unless a ``generator`` is given.
 """
 from __future__ import annotations
 
@@ -10,13 +13,22 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ppl_dgm._checks import check_same_shape
+from ppl_dgm._checks import check_choice, check_positive_int, check_same_shape
 from ppl_dgm.nn.functional import expand_like
 from ppl_dgm.sde.sdes import SDE, check_sde, check_time_range
 
-__all__ = ["geometric_sigmas", "check_sigmas", "dsm_loss", "score_sde_loss"]
+__all__ = [
+    "geometric_sigmas",
+    "check_sigmas",
+    "dsm_loss",
+    "score_sde_loss",
+    "explicit_score_matching",
+    "implicit_score_matching",
+    "sliced_score_matching",
+]
 
 _REDUCTIONS = ("mean", "none")
+_PROJECTIONS = ("rademacher", "gaussian")
 
 
 def _listed(values: Tensor) -> str:
@@ -93,3 +105,83 @@ def score_sde_loss(eps_model: Callable[..., Tensor], sde: SDE, x0: Tensor, y: Te
     else:  # ½ σ² ‖s_θ + z/σ‖² = ½‖z − ε_θ‖²
         losses = 0.5 * (noise - prediction).pow(2).reshape(batch, -1).sum(1)
     return _reduce(losses, reduction)
+
+
+def _check_points(x: object) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor of shape (B, D), got {type(x).__name__}")
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x must have shape (B, D) with B, D >= 1, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor (scores are differentiated in x), got {x.dtype}")
+    return x
+
+
+def _score_with_graph(score: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    """A leaf copy of x that requires grad, and s_θ(x) on it (checked to be (B, D)); call under enable_grad."""
+    point = x.detach().requires_grad_(True)
+    value = score(point)
+    check_same_shape("score's output", value, "x", x)  # a (B, 1) output would broadcast silently
+    return point, value
+
+
+def explicit_score_matching(score: Callable[[Tensor], Tensor], x: Tensor,
+                            true_score: Tensor | Callable[[Tensor], Tensor]) -> Tensor:
+    """J_SM = ½ E‖s_θ(x) − ∇log p(x)‖² (Hyvärinen 2005, eq. 2), a scalar; needs the data score ∇log p.
+
+    ``true_score`` is ∇log p at x, a ``(B, D)`` tensor or a function ``true_score(x) -> (B, D)``.
+    """
+    x = _check_points(x)
+    target = true_score(x) if callable(true_score) else true_score
+    check_same_shape("true_score", target, "x", x)
+    value = score(x)
+    check_same_shape("score's output", value, "x", x)
+    return 0.5 * (value - target).pow(2).sum(1).mean()  # Hyvärinen 2005, eq. 2
+
+
+def implicit_score_matching(score: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """J_ISM = E[tr ∇_x s_θ(x) + ½‖s_θ(x)‖²] = J_SM − ½E‖∇log p‖² (Hyvärinen 2005, Thm. 1, eq. 4), a scalar.
+
+    The trace is exact: one backward pass per data dimension (meant for low D); the result keeps its
+    graph (``create_graph=True``), so it can be minimized over the model's parameters.
+    """
+    x = _check_points(x)
+    with torch.enable_grad():
+        point, value = _score_with_graph(score, x)
+        trace = torch.zeros(x.shape[0], device=x.device, dtype=value.dtype)
+        for i in range(x.shape[1]):  # ∂s_i/∂x_i for every row at once: rows do not interact
+            (column,) = torch.autograd.grad(value[:, i].sum(), point, create_graph=True)
+            trace = trace + column[:, i]
+        return (trace + 0.5 * value.pow(2).sum(1)).mean()  # Hyvärinen 2005, eq. 4
+
+
+def sliced_score_matching(score: Callable[[Tensor], Tensor], x: Tensor, *, num_projections: int = 1,
+                          projection: str = "rademacher", generator: torch.Generator | None = None,
+                          variance_reduction: bool = True) -> Tensor:
+    """Sliced score matching, E_v E_x[vᵀ∇_x s_θ(x) v + ½(vᵀs_θ(x))²] (Song et al. 2019, eq. 7), a scalar.
+
+    With ``variance_reduction`` (SSM-VR, their eq. 8) ½(vᵀs)² is replaced by its mean over v, ½‖s‖².
+    ``num_projections`` vectors v per example, Rademacher ±1 or standard normal (E[vvᵀ] = I, so
+    E_v[vᵀJv] = tr J and both forms equal ``implicit_score_matching`` in expectation); one
+    Hessian-vector backward pass per projection; the result keeps its graph (``create_graph=True``).
+    """
+    x = _check_points(x)
+    num_projections = check_positive_int("num_projections", num_projections)
+    check_choice("projection", projection, _PROJECTIONS)
+    if not isinstance(variance_reduction, bool):
+        raise TypeError(f"variance_reduction must be a bool, got {variance_reduction!r}")
+    shape = (num_projections, *x.shape)
+    if projection == "rademacher":
+        vectors = torch.randint(0, 2, shape, device=x.device, generator=generator).to(x.dtype) * 2 - 1
+    else:
+        vectors = torch.randn(shape, device=x.device, dtype=x.dtype, generator=generator)
+    with torch.enable_grad():
+        point, value = _score_with_graph(score, x)
+        losses = torch.zeros(x.shape[0], device=x.device, dtype=value.dtype)
+        for v in vectors:
+            projected = (value * v).sum(1)  # vᵀs_θ(x), (B,)
+            (vector_jacobian,) = torch.autograd.grad(projected.sum(), point, create_graph=True)  # vᵀ∇_x s_θ per row
+            second = 0.5 * value.pow(2).sum(1) if variance_reduction else 0.5 * projected.pow(2)
+            losses = losses + (vector_jacobian * v).sum(1) + second  # Song et al. 2019, eq. 7 (eq. 8 with VR)
+        return losses.mean() / num_projections
+
