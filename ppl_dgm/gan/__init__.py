@@ -1,4 +1,5 @@
-"""Generative adversarial networks: objectives and closed forms, networks, the style-based generator, the two-player loop.
+"""Generative adversarial networks: objectives and closed forms, the critic as a W1 estimator, networks, the style-based
+generator, the two-player loop.
 
 Importing this package does not import scipy or matplotlib.
 """
@@ -19,6 +20,7 @@ from ppl_dgm.gan.losses import (
     wasserstein,
     wasserstein_gp,
 )
+from ppl_dgm.gan.critic import estimate_w1
 from ppl_dgm.gan.nets import DCGANDiscriminator, DCGANGenerator, PatchDiscriminator, Pix2PixGenerator, ResnetGenerator
 from ppl_dgm.gan.stylegan import MappingNetwork, StyleGenerator
 from ppl_dgm.gan.trainer import fit_gan, train_adversarial
@@ -39,6 +41,7 @@ __all__ = [
     "value_function",
     "generator_criterion",
     "earth_movers_distance",
+    "estimate_w1",
     "DCGANGenerator",
     "DCGANDiscriminator",
     "Pix2PixGenerator",

@@ -276,19 +276,9 @@ def generator_criterion(p: Tensor, q: Tensor, weights: Tensor | float = 1.0) -> 
 def earth_movers_distance(p: Tensor, q: Tensor, cost: Tensor) -> float:
     """W(p, q) = min_γ Σ γ_ij C_ij over couplings of the probability vectors p (n,), q (m,) (Arjovsky et al. 2017, eq. 1).
 
-    Solved exactly as a linear program (scipy ``linprog``); ``cost`` (n, m) is the ground distance.
+    Solved exactly as a linear program; ``cost`` (n, m) is the ground distance. The plan too:
+    :func:`ppl_dgm.metrics.transport.earth_movers_distance_lp`.
     """
-    import numpy as np
-    from scipy.optimize import linprog
+    from ppl_dgm.metrics.transport import _solve
 
-    p_np, q_np, c_np = (np.asarray(t.detach().cpu().double()) for t in (p, q, cost))
-    if c_np.shape != (p_np.size, q_np.size):
-        raise ValueError(f"cost must have shape ({p_np.size}, {q_np.size}), got {c_np.shape}")
-    if not (np.isclose(p_np.sum(), 1.0) and np.isclose(q_np.sum(), 1.0)):
-        raise ValueError(f"p and q must each sum to 1, got sums {p_np.sum():.6g} and {q_np.sum():.6g}")
-    n, m = c_np.shape
-    rows = np.kron(np.eye(n), np.ones((1, m)))  # Σ_j γ_ij = p_i
-    columns = np.kron(np.ones((1, n)), np.eye(m))  # Σ_i γ_ij = q_j
-    result = linprog(c_np.ravel(), A_eq=np.vstack([rows, columns]), b_eq=np.concatenate([p_np, q_np]),
-                     bounds=(0, None), method="highs")
-    return float(result.fun)
+    return _solve(p, q, cost, ("p", "q", "cost"))[0]

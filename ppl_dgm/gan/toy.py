@@ -11,18 +11,21 @@ from ppl_dgm.gan.losses import apply_spectral_norm, objective
 from ppl_dgm.gan.trainer import fit_gan
 from ppl_dgm.nn import MLP
 
-__all__ = ["toy_networks", "train_toy_gan"]
+__all__ = ["toy_critic", "toy_networks", "train_toy_gan"]
+
+
+def toy_critic(in_features: int = 2, hidden: Sequence[int] = (256, 256, 256), spectral_norm: bool = False) -> nn.Module:
+    """Discriminator / critic MLP x (B, in_features) -> score (B,), ReLU; ``spectral_norm`` divides every weight by its
+    largest singular value (Miyato et al. 2018, eq. 8)."""
+    critic = nn.Sequential(MLP(in_features, 1, hidden, activation=nn.ReLU), nn.Flatten(0))
+    return apply_spectral_norm(critic) if spectral_norm else critic
 
 
 def toy_networks(latent_dim: int = 2, hidden: Sequence[int] = (256, 256, 256),
                  spectral_norm: bool = False) -> tuple[nn.Module, nn.Module]:
     """Generator MLP z (B, latent_dim) -> x (B, 2) and discriminator MLP x (B, 2) -> score (B,), ReLU;
     ``spectral_norm`` divides every discriminator weight by its largest singular value (Miyato et al. 2018, eq. 8)."""
-    generator = MLP(latent_dim, 2, hidden, activation=nn.ReLU)
-    discriminator = nn.Sequential(MLP(2, 1, hidden, activation=nn.ReLU), nn.Flatten(0))
-    if spectral_norm:
-        apply_spectral_norm(discriminator)
-    return generator, discriminator
+    return MLP(latent_dim, 2, hidden, activation=nn.ReLU), toy_critic(2, hidden, spectral_norm)
 
 
 def _half_constant_half_linear(done: float) -> float:

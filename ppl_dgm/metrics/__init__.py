@@ -1,4 +1,5 @@
-"""Evaluation metrics: likelihood conventions (bits/dim, dequantization, IWAE), mode coverage, Fréchet distance, KID and Inception FID."""
+"""Evaluation metrics: likelihood conventions (bits/dim, dequantization, IWAE), mode coverage, Fréchet distance, KID,
+Inception FID and the earth mover's distance as a linear program."""
 from ppl_dgm.metrics.frechet import (
     feature_classifier,
     frechet_distance,
@@ -10,10 +11,13 @@ from ppl_dgm.metrics.frechet import (
 )
 from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize, iwae_log_likelihood
 from ppl_dgm.metrics.modes import mode_coverage
+from ppl_dgm.metrics.transport import discretize_piecewise_uniform, earth_movers_distance_lp
 
 __all__ = [
     "bits_per_dim",
     "dequantize",
+    "discretize_piecewise_uniform",
+    "earth_movers_distance_lp",
     "feature_classifier",
     "frechet_distance",
     "frechet_distance_of_features",
