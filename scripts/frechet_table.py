@@ -27,11 +27,14 @@ from ppl_dgm.train.checkpoint import safe_torch_load
 DDPM_SAMPLERS = (("ancestral", None), ("ddim", 100), ("ddim", 50))
 # the same ε-network read as VPSDE(0.1, 20) at t = i/T (Song et al. 2021, App. B), through the score-SDE samplers
 SCORE_SAMPLERS = (("reverse-sde", 250), ("pc", 100), ("ode", None))  # PC: 2 network calls per step
-# --nfe-table: every sampler at about 10, 20, 50, 100 network calls (Heun: 2·steps − 1; PC: 2 per step), 1,000 ancestral
-NFE_GRID = (("ancestral", None), ("ode", None)) + tuple(
-    (sampler, steps) for budget in (10, 20, 50, 100) for sampler, steps in (
-        ("ddim", budget), ("dpmpp-2m", budget), ("dpmpp-2m-sde", budget), ("heun", (budget + 1) // 2),
-        ("euler-ancestral", budget), ("pc", budget // 2), ("reverse-sde", budget)) if sampler != "pc" or budget >= 40)  # PC: ≥ 20 steps
+def nfe_grid(budgets=(10, 20, 50, 100), samplers=None) -> tuple[tuple[str, int | None], ...]:
+    """--nfe-table: every sampler at about each budget of network calls (Heun: 2·steps − 1; PC: 2 per step, ≥ 20 steps on
+    the VP SDE), plus 1,000-step ancestral and the adaptive ODE; ``samplers`` keeps only those names."""
+    grid = (("ancestral", None), ("ode", None)) + tuple(
+        (sampler, steps) for budget in budgets for sampler, steps in (
+            ("ddim", budget), ("dpmpp-2m", budget), ("dpmpp-2m-sde", budget), ("heun", (budget + 1) // 2),
+            ("euler-ancestral", budget), ("pc", budget // 2), ("reverse-sde", budget)) if sampler != "pc" or budget >= 40)
+    return tuple(row for row in grid if samplers is None or row[0] in samplers)
 LABELS = {"ancestral": "ancestral, all T steps", "ddim": "DDIM {} steps", "reverse-sde": "reverse SDE (torchsde EM) {} steps",
           "pc": "PC (reverse diffusion + Langevin) {} steps", "ode": "probability-flow ODE (dopri5)",
           "dpmpp-2m": "DPM-Solver++(2M) {} steps", "dpmpp-2m-sde": "DPM-Solver++(2M) SDE {} steps",
@@ -100,6 +103,8 @@ def main(argv=None) -> int:
                         help="also sample the DDPM network by the reverse SDE, PC and the probability-flow ODE")
     parser.add_argument("--nfe-table", action="store_true",
                         help="sample each DDPM run by every sampler at about 10/20/50/100 network calls (and ancestral, ODE)")
+    parser.add_argument("--nfe-budgets", type=int, nargs="+", default=[10, 20, 50, 100], help="network-call budgets of --nfe-table")
+    parser.add_argument("--samplers", nargs="+", default=None, help="keep only these samplers in --nfe-table")
     parser.add_argument("--batch-size", type=int, default=250, help="DDPM images sampled at once")
     parser.add_argument("--classifier-dir", default="runs")
     parser.add_argument("--inception-weights", default=None, help="also the standard FID from this local Inception-v3 weights file")
@@ -126,7 +131,7 @@ def main(argv=None) -> int:
             rows[run] = evaluate_gan(generator, config, args.num_samples, cache_dir=args.classifier_dir, seed=args.seed,
                                      inception_weights=args.inception_weights)
     for run in map(Path, args.ddpm):
-        grid = NFE_GRID if args.nfe_table else DDPM_SAMPLERS + (SCORE_SAMPLERS if args.score_samplers else ())
+        grid = nfe_grid(args.nfe_budgets, args.samplers) if args.nfe_table else DDPM_SAMPLERS + (SCORE_SAMPLERS if args.score_samplers else ())
         for sampler, steps in grid:
             samples, seconds, nfe = ddpm_samples(run, sampler, steps, args.ddpm_samples, args.seed, args.device, args.batch_size)
             label = f"{run.name} {LABELS[sampler].format(steps)}"
