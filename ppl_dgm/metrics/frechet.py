@@ -228,10 +228,10 @@ def _load_inception_extractor(weights_path: str | os.PathLike, device: torch.dev
     """torch-fidelity's FeatureExtractorInceptionV3 (2048-d pool features) with the weights in ``weights_path``, on ``device``.
 
     The file is read once, with ``weights_only=True`` (:func:`~ppl_dgm.train.checkpoint.safe_torch_load`).
-    torch-fidelity unpickles whatever it is given with ``weights_only=False``; it gets an in-memory
-    ``torch.save`` of the plain tensors already loaded, never the user's file.
+    torch-fidelity's constructor only loads from a path or file object, so it gets an in-memory ``torch.save`` of
+    the plain tensors already loaded, never the user's file, and its own load runs under :func:`forced_weights_only`.
     """
-    from ppl_dgm.train.checkpoint import CorruptFileError, safe_torch_load
+    from ppl_dgm.train.checkpoint import CorruptFileError, forced_weights_only, safe_torch_load
 
     _, FeatureExtractorInceptionV3 = _import_fid_packages()
     path = _check_weights_path(weights_path)
@@ -244,7 +244,8 @@ def _load_inception_extractor(weights_path: str | os.PathLike, device: torch.dev
     buffer.seek(0)
     del state
     try:
-        extractor = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
+        with forced_weights_only():
+            extractor = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=buffer)
     except RuntimeError as error:  # load_state_dict: missing or unexpected keys, shape mismatches
         details = "; ".join(line.strip()[:160] + "..." * (len(line.strip()) > 160) for line in str(error).splitlines()[1:4])
         raise CorruptFileError(f"Inception weights file {str(path)!r} does not fit torch-fidelity's Inception-v3 ({details}); "

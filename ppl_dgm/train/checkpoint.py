@@ -1,6 +1,7 @@
 """Atomic checkpoints holding everything needed to resume a run exactly, loaded without running code."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
@@ -11,7 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Checkpoint", "UnsafeFileError", "CorruptFileError", "safe_torch_load", "remove_stale_temporaries", "rng_state", "set_rng_state"]
+__all__ = ["Checkpoint", "UnsafeFileError", "CorruptFileError", "safe_torch_load", "forced_weights_only", "remove_stale_temporaries",
+           "rng_state", "set_rng_state"]
 
 
 class UnsafeFileError(ValueError):
@@ -55,6 +57,21 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device | 
         ) from None
     except (RuntimeError, EOFError, UnicodeDecodeError, OSError, ValueError, KeyError, AttributeError, IndexError) as error:
         raise CorruptFileError(f"{what} {str(path)!r} is truncated or not a torch file ({type(error).__name__}: {str(error)[:200]})") from None
+
+
+@contextlib.contextmanager
+def forced_weights_only():
+    """Inside, every ``torch.load`` runs with ``weights_only=True`` whatever its caller passes (torch's
+    ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``): for third-party code that loads with ``weights_only=False``."""
+    saved = {name: os.environ.pop(name, None) for name in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
 
 
 def _pickled_calls(path: Path) -> list[str]:

@@ -126,7 +126,8 @@ def test_weights_are_read_with_weights_only_and_torch_fidelity_never_unpickles_t
     calls, torch_load = [], torch.load
 
     def recording_load(file, *args, **kwargs):
-        calls.append((file, kwargs.get("weights_only")))
+        forced = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD") == "1"  # torch then loads weights-only whatever the argument
+        calls.append((file, kwargs.get("weights_only") or forced))
         return torch_load(file, *args, **kwargs)
 
     monkeypatch.setattr(torch, "load", recording_load)
@@ -134,6 +135,8 @@ def test_weights_are_read_with_weights_only_and_torch_fidelity_never_unpickles_t
     assert isinstance(network, torch_fidelity_inception.FeatureExtractorInceptionV3)
     assert [weights_only for file, weights_only in calls if str(file) == str(weights_file)] == [True]
     assert all(isinstance(file, io.BytesIO) for file, weights_only in calls if not weights_only)
+    assert all(weights_only for _, weights_only in calls)  # torch-fidelity's own load of the buffer is forced weights-only too
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ  # restored afterwards
 
 
 def test_missing_weights_file_is_named(halves, tmp_path):

@@ -54,3 +54,20 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_forced_weights_only_refuses_code_even_when_the_caller_asks_weights_only_false(tmp_path):
+    import pickle
+
+    from ppl_dgm.train.checkpoint import forced_weights_only
+
+    marker = tmp_path / "marker"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"x": Payload()}, tmp_path / "payload.pt")
+    with forced_weights_only(), pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / "payload.pt", weights_only=False)
+    assert not marker.exists() and "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
