@@ -4,8 +4,8 @@ A run folder holds ``config.json`` (the family's config dataclass), ``checkpoint
 ``weights_only=True``), ``metrics.jsonl`` and ``results.json``. :func:`load_run` recognizes the family
 from the config's fields, rebuilds the network, loads the weights the family samples with (EMA where it
 keeps them) and returns a :class:`Run` whose ``sample`` and ``evaluate`` are what ``ppl-dgm sample|eval``
-call. Families are listed once, in :data:`FAMILIES`; each entry names the config class and the few
-functions of its experiment module that do the work.
+call. Families are listed once, in :data:`FAMILIES`; each entry names the config class and the loader of its
+experiment module; the sample and evaluate functions below do the rest.
 """
 from __future__ import annotations
 
@@ -29,32 +29,42 @@ class WrongFamilyError(ValueError):
 
 @dataclass(frozen=True)
 class Family:
-    """Where a family's config class lives, and which value of its ``kind_field`` (if any) selects it."""
+    """Where a family's config class and loader live, and which value of its ``kind_field`` (if any) selects it."""
 
     name: str
     config: str  # "module:Class"
+    loader: str  # "module:function", function(path, device=...) -> (model it samples with, config)
     kind_field: str | None = None
     kind_values: tuple[Any, ...] = ()
 
     def config_class(self) -> type:
-        module, name = self.config.split(":")
-        return getattr(importlib.import_module(module), name)
+        return _resolve(self.config)
+
+    def load(self, path: Path, device: torch.device) -> tuple[Any, Any]:
+        return _resolve(self.loader)(path, device=device)
 
 
+def _resolve(where: str) -> Any:
+    module, name = where.split(":")  # imported on first use: `import ppl_dgm` stays light
+    return getattr(importlib.import_module(module), name)
+
+
+_VAE, _AE = "ppl_dgm.vae.experiment", "ppl_dgm.vae.autoencoder_experiment"
+_SCORE, _TRANSLATION = "ppl_dgm.sde.experiment", "ppl_dgm.gan.translation"
 FAMILIES: tuple[Family, ...] = (
-    Family("vae", "ppl_dgm.vae.experiment:VAEConfig", "model", ("vae",)),
-    Family("hvae", "ppl_dgm.vae.experiment:VAEConfig", "model", ("hvae",)),
-    Family("ae", "ppl_dgm.vae.autoencoder_experiment:AEConfig", "corruption", (0, 0.0)),
-    Family("dae", "ppl_dgm.vae.autoencoder_experiment:AEConfig"),  # corruption > 0
-    Family("vqvae", "ppl_dgm.vae.autoencoder_experiment:VQVAEConfig"),
-    Family("ddpm", "ppl_dgm.diffusion.experiment:DDPMConfig"),
-    Family("latent-ddpm", "ppl_dgm.diffusion.latent:LatentDDPMConfig"),
-    Family("score-sde", "ppl_dgm.sde.experiment:ScoreConfig", "model", ("score-sde",)),
-    Family("ncsn", "ppl_dgm.sde.experiment:ScoreConfig", "model", ("ncsn",)),
-    Family("gan", "ppl_dgm.gan.experiment:GANConfig"),
-    Family("pix2pix", "ppl_dgm.gan.translation:TranslationConfig", "model", ("pix2pix",)),
-    Family("cyclegan", "ppl_dgm.gan.translation:TranslationConfig", "model", ("cyclegan",)),
-    Family("lvm", "ppl_dgm.lvm.experiment:LVMConfig"),
+    Family("vae", f"{_VAE}:VAEConfig", f"{_VAE}:load_vae_run", "model", ("vae",)),
+    Family("hvae", f"{_VAE}:VAEConfig", f"{_VAE}:load_vae_run", "model", ("hvae",)),
+    Family("ae", f"{_AE}:AEConfig", f"{_AE}:load_autoencoder_run", "corruption", (0, 0.0)),
+    Family("dae", f"{_AE}:AEConfig", f"{_AE}:load_autoencoder_run"),  # corruption > 0
+    Family("vqvae", f"{_AE}:VQVAEConfig", f"{_AE}:load_autoencoder_run"),
+    Family("ddpm", "ppl_dgm.diffusion.experiment:DDPMConfig", "ppl_dgm.diffusion.experiment:load_ddpm_run"),
+    Family("latent-ddpm", "ppl_dgm.diffusion.latent:LatentDDPMConfig", "ppl_dgm.diffusion.latent:load_latent_ddpm_run"),
+    Family("score-sde", f"{_SCORE}:ScoreConfig", f"{_SCORE}:load_score_run", "model", ("score-sde",)),
+    Family("ncsn", f"{_SCORE}:ScoreConfig", f"{_SCORE}:load_score_run", "model", ("ncsn",)),
+    Family("gan", "ppl_dgm.gan.experiment:GANConfig", "ppl_dgm.gan.experiment:load_gan_run"),
+    Family("pix2pix", f"{_TRANSLATION}:TranslationConfig", f"{_TRANSLATION}:load_translation_run", "model", ("pix2pix",)),
+    Family("cyclegan", f"{_TRANSLATION}:TranslationConfig", f"{_TRANSLATION}:load_translation_run", "model", ("cyclegan",)),
+    Family("lvm", "ppl_dgm.lvm.experiment:LVMConfig", "ppl_dgm.lvm.experiment:load_lvm_run"),
 )
 FAMILY_NAMES = tuple(family.name for family in FAMILIES)
 _EXTRA_KEYS = {"latent-ddpm": {"vae_run"}}  # saved next to the config's own fields
@@ -163,7 +173,7 @@ def load_run(path: str | os.PathLike, *, device: str | torch.device = "auto", fa
     except (ValueError, TypeError) as error:
         raise ValueError(f"{str(path / 'config.json')!r} holds an invalid {found} config: {error}") from None
     device = resolve_device(device)
-    model, config = _LOAD[_group(found)](path, device)
+    model, config = family_entry.load(path, device)
     return Run(path, found, config, model, device)
 
 
@@ -186,13 +196,9 @@ def _no_options(run: Run, options: dict[str, Any], allowed: tuple[str, ...] = ()
                          f"its options are {list(allowed) or 'none'}")
 
 
-def _load_vae(path, device):
-    from ppl_dgm.vae.experiment import load_vae_run
 
-    return load_vae_run(path, device=device)
-
-
-def _sample_vae(run, n, sampler, steps, generator, progress, options):
+def _sample_model(run, n, sampler, steps, generator, progress, options):
+    """Families whose model samples itself, ``model.sample(n, generator=)``, with no sampler to choose (VAE, HVAE, LVM)."""
     _refuse(run, "sampler", sampler), _refuse(run, "steps", steps), _no_options(run, options)
     return run.model.sample(n, generator=generator)
 
@@ -205,11 +211,6 @@ def _evaluate_vae(run, options):
         check_positive_int("iwae_k", options["iwae_k"])
     return evaluate_vae(run.model, run.config, vae_data(run.config, "test"), k=options.get("iwae_k"))
 
-
-def _load_ae(path, device):
-    from ppl_dgm.vae.autoencoder_experiment import load_autoencoder_run
-
-    return load_autoencoder_run(path, device=device)
 
 
 def _sample_not_generative(run, n, sampler, steps, generator, progress, options):
@@ -228,11 +229,6 @@ def _evaluate_ae(run, options):
     return evaluate_autoencoder(run.model, run.config.data("test"))
 
 
-def _load_ddpm(path, device):
-    from ppl_dgm.diffusion.experiment import load_ddpm_run
-
-    return load_ddpm_run(path, device=device)
-
 
 def _sample_ddpm(run, n, sampler, steps, generator, progress, options):
     from ppl_dgm.diffusion.experiment import sample_run
@@ -249,11 +245,6 @@ def _evaluate_ddpm(run, options):
     _no_options(run, options, ("num_images", "batch_size", "progress"))
     return evaluate_ddpm(run.model, run.config, **options)
 
-
-def _load_latent(path, device):
-    from ppl_dgm.diffusion.latent import load_latent_ddpm_run
-
-    return load_latent_ddpm_run(path, device=device)
 
 
 def _sample_latent(run, n, sampler, steps, generator, progress, options):
@@ -280,11 +271,6 @@ def _evaluate_by_samples(run, options):
                           inception_weights=options.get("inception_weights"))
 
 
-def _load_score(path, device):
-    from ppl_dgm.sde.experiment import load_score_run
-
-    return load_score_run(path, device=device)
-
 
 def _sample_score(run, n, sampler, steps, generator, progress, options):
     from ppl_dgm.sde.experiment import sample_score_run
@@ -303,11 +289,6 @@ def _evaluate_score(run, options):
     return evaluate_score_run(run.model, run.config, generator=torch.Generator(device=run.device).manual_seed(seed), **options)
 
 
-def _load_gan(path, device):
-    from ppl_dgm.gan.experiment import load_gan_run
-
-    return load_gan_run(path, device=device)
-
 
 def _sample_gan(run, n, sampler, steps, generator, progress, options):
     from ppl_dgm.gan.experiment import sample_gan
@@ -324,11 +305,6 @@ def _evaluate_gan(run, options):
     return evaluate_gan(run.model, run.config, **options)
 
 
-def _load_translation(path, device):
-    from ppl_dgm.gan.translation import load_translation_run
-
-    return load_translation_run(path, device=device)
-
 
 def _sample_translation(run, n, sampler, steps, generator, progress, options):
     from ppl_dgm.gan.translation import translate_test_sources
@@ -344,16 +320,6 @@ def _evaluate_translation(run, options):
     return evaluate_translation(run.model, run.config, run.device)[0]
 
 
-def _load_lvm(path, device):
-    from ppl_dgm.lvm.experiment import load_lvm_run
-
-    return load_lvm_run(path, device=device)
-
-
-def _sample_lvm(run, n, sampler, steps, generator, progress, options):
-    _refuse(run, "sampler", sampler), _refuse(run, "steps", steps), _no_options(run, options)
-    return run.model.sample(n, generator=generator)
-
 
 def _evaluate_lvm(run, options):
     from ppl_dgm.lvm.experiment import digits_vectors
@@ -364,11 +330,9 @@ def _evaluate_lvm(run, options):
     return {"test_log_likelihood_nats": run.model.log_likelihood(x.to(parameter.device))}
 
 
-_LOAD: dict[str, Callable] = {"vae": _load_vae, "ae": _load_ae, "vqvae": _load_ae, "ddpm": _load_ddpm, "latent-ddpm": _load_latent,
-                              "score-sde": _load_score, "gan": _load_gan, "pix2pix": _load_translation, "lvm": _load_lvm}
-_SAMPLE: dict[str, Callable] = {"vae": _sample_vae, "ae": _sample_not_generative, "vqvae": _sample_not_generative,
+_SAMPLE: dict[str, Callable] = {"vae": _sample_model, "ae": _sample_not_generative, "vqvae": _sample_not_generative,
                                 "ddpm": _sample_ddpm, "latent-ddpm": _sample_latent, "score-sde": _sample_score,
-                                "gan": _sample_gan, "pix2pix": _sample_translation, "lvm": _sample_lvm}
+                                "gan": _sample_gan, "pix2pix": _sample_translation, "lvm": _sample_model}
 _EVALUATE: dict[str, Callable] = {"vae": _evaluate_vae, "ae": _evaluate_ae, "vqvae": _evaluate_ae, "ddpm": _evaluate_ddpm,
                                   "latent-ddpm": _evaluate_by_samples, "score-sde": _evaluate_score, "gan": _evaluate_gan,
                                   "pix2pix": _evaluate_translation, "lvm": _evaluate_lvm}
