@@ -8,15 +8,21 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_intra_op_thread():
+    # session-wide, so module- and package-scoped fixtures (a trained run, the Inception extractor) get it too
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _clean_pyro_and_seed():
     pyro.clear_param_store()
     pyro.enable_validation(True)
     pyro.set_rng_seed(0)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(previous)
     pyro.clear_param_store()
 
 
