@@ -41,11 +41,22 @@ LABELS = {"ancestral": "ancestral, all T steps", "ddim": "DDIM {} steps", "rever
           "heun": "Heun (Karras σ, ρ = 7) {} steps", "euler-ancestral": "Euler ancestral {} steps"}
 
 
+def trained_steps(run: Path) -> int:
+    """Optimizer steps behind the run's checkpoint (its last metrics record), so a cache never outlives an extension."""
+    from ppl_dgm.train.runs import RunDir
+
+    records = RunDir(run).read_metrics()
+    if not records:
+        raise ValueError(f"run {str(run)!r} has no metrics records; train it first")
+    return int(records[-1]["step"])
+
+
 def cached_samples(run: Path, name: str, num_samples: int, seed: int, device: str, batch_size: int, draw) -> tuple[torch.Tensor, float, int | None]:
-    """Images in [0, 1] from ``draw(size, generator, callback)`` in batches, cached as ``samples_<name>_<n>_seed<s>.pt`` in
-    the run folder with the first 64 in ``fd_<name>.png``; also the seconds sampling took and the network calls per
-    sample (counted by the sampler's callback on the first batch)."""
-    cache = run / f"samples_{name}_{num_samples}_seed{seed}.pt"
+    """Images in [0, 1] from ``draw(size, generator, callback)`` in batches, cached as
+    ``samples_<name>_<n>_seed<s>_step<k>.pt`` in the run folder (k: the checkpoint's optimizer steps) with the first 64
+    in ``fd_<name>.png``; also the seconds sampling took and the network calls per sample (counted by the sampler's
+    callback on the first batch)."""
+    cache = run / f"samples_{name}_{num_samples}_seed{seed}_step{trained_steps(run)}.pt"
     if cache.is_file():
         saved = safe_torch_load(cache, what="sample cache")
         return (saved["samples"], saved["seconds"], saved["nfe"]) if isinstance(saved, dict) else (saved, 0.0, None)

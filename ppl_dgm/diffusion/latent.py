@@ -30,6 +30,7 @@ from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.ema import make_ema
 from ppl_dgm.train.loop import fit
 from ppl_dgm.train.runs import RunDir
+from ppl_dgm.vae.likelihoods import CONTINUOUS_LIKELIHOODS
 
 __all__ = [
     "LatentDDPMConfig",
@@ -156,7 +157,7 @@ def _vae_inputs(vae_config, split: str) -> Tensor:
     from ppl_dgm.vae.experiment import vae_data
 
     images = vae_data(vae_config, split).tensors[0]
-    if vae_config.likelihood == "gaussian":  # its encoder saw (k + u)/256 (vae.experiment, docs/design.md bits/dim)
+    if vae_config.likelihood in CONTINUOUS_LIKELIHOODS:  # its encoder saw (k + u)/256 (vae.experiment, docs/design.md bits/dim)
         images = dequantize(images, generator=torch.Generator().manual_seed(vae_config.seed))
     return images
 

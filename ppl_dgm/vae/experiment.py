@@ -21,9 +21,9 @@ from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.runs import RunDir
 from ppl_dgm.train.svi import evaluate_elbo, fit_svi
 from ppl_dgm.vae.hvae import HVAE, mlp_hvae
-from ppl_dgm.vae.likelihoods import LIKELIHOOD_NAMES
+from ppl_dgm.vae.likelihoods import CONTINUOUS_LIKELIHOODS, LIKELIHOOD_NAMES
 from ppl_dgm.vae.manifold import interpolate, latent_manifold
-from ppl_dgm.vae.vae import VAE, conv_vae, mlp_vae
+from ppl_dgm.vae.vae import POSTERIORS, VAE, conv_vae, mlp_vae
 
 __all__ = ["VAEConfig", "build_vae", "vae_data", "train_vae", "load_vae_run", "evaluate_vae", "write_grids"]
 
@@ -47,6 +47,8 @@ class VAEConfig:
     hidden2: int = field(default=256, metadata={"help": "hidden width between z1 and z2"})
     channels: int = field(default=32, metadata={"help": "conv base channels"})
     beta: float = field(default=1.0, metadata={"help": "KL weight (beta-VAE, Higgins et al. 2017)"})
+    posterior: str = field(default="diagonal", metadata={"choices": POSTERIORS, "help": "covariance of q(z|x): diagonal or full (VAE)"})
+    min_scale: float = field(default=1e-3, metadata={"help": "σ floor of likelihood gaussian_network"})
     elbo: str = field(default="auto", metadata={
         "choices": (*ELBOS, "auto"),
         "help": "trace: Trace_ELBO; meanfield: TraceMeanField_ELBO (analytic KL); auto: meanfield for VAE, trace for HVAE"})
@@ -69,7 +71,11 @@ class VAEConfig:
                 f"model='hvae' needs elbo='trace', arch='mlp' and beta=1, got elbo={self.elbo!r}, arch={self.arch!r}, "
                 f"beta={self.beta!r}: q(z2|z1) depends on z1, so the mean-field analytic KL would be biased"
             )
+        check_choice("posterior", self.posterior, POSTERIORS)
+        if self.model == "hvae" and self.posterior != "diagonal":
+            raise ValueError(f"posterior={self.posterior!r} is implemented for model='vae'; the HVAE's guide is diagonal")
         check_positive_float("beta", self.beta)
+        check_positive_float("min_scale", self.min_scale)
         for name in ("latent_dim", "hidden", "latent_dim2", "hidden2", "channels", "epochs", "batch_size"):
             check_positive_int(name, getattr(self, name))
         check_positive_float("lr", self.lr)
@@ -80,10 +86,11 @@ def build_vae(config: VAEConfig) -> VAE | HVAE:
     """The network a config describes (untrained)."""
     shape = dataset_image_shape(config.dataset)
     if config.model == "hvae":
-        return mlp_hvae(shape, (config.latent_dim, config.latent_dim2), (config.hidden, config.hidden2), config.likelihood)
+        return mlp_hvae(shape, (config.latent_dim, config.latent_dim2), (config.hidden, config.hidden2), config.likelihood,
+                        min_scale=config.min_scale)
     if config.arch == "mlp":
-        return mlp_vae(shape, config.latent_dim, (config.hidden,), config.likelihood, config.beta)
-    return conv_vae(shape, config.latent_dim, config.channels, config.likelihood, config.beta)
+        return mlp_vae(shape, config.latent_dim, (config.hidden,), config.likelihood, config.beta, config.posterior, config.min_scale)
+    return conv_vae(shape, config.latent_dim, config.channels, config.likelihood, config.beta, config.posterior, config.min_scale)
 
 
 def _binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -107,7 +114,7 @@ def _dequantize_batch(batch):
 
 def _transform(config: VAEConfig):
     # Gaussian densities are only honest on dequantized 8-bit data (docs/design.md, bits/dim convention).
-    return _dequantize_batch if config.likelihood == "gaussian" else None
+    return _dequantize_batch if config.likelihood in CONTINUOUS_LIKELIHOODS else None
 
 
 def evaluate_vae(vae: VAE | HVAE, config: VAEConfig, data: TensorDataset, k: int | None = None) -> dict[str, float]:
@@ -129,7 +136,7 @@ def evaluate_vae(vae: VAE | HVAE, config: VAEConfig, data: TensorDataset, k: int
         best = result["test_iwae_nats"] = torch.cat(bounds).mean().item()
         result["iwae_k"] = k
     num_dims = data.tensors[0][0].numel()
-    if config.likelihood == "gaussian":  # a density of (k + u)/256: add D·log 256 (change of variables)
+    if config.likelihood in CONTINUOUS_LIKELIHOODS:  # a density of (k + u)/256: add D·log 256 (change of variables)
         result["test_bits_per_dim"] = bits_per_dim(-best, num_dims)
     elif config.likelihood == "discretized_gaussian":  # already a probability of the 8-bit image
         result["test_bits_per_dim"] = bits_per_dim(-best, num_dims, data_scale=1.0)

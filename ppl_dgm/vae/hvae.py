@@ -8,6 +8,8 @@ treat z2 as independent of z1).
 """
 from __future__ import annotations
 
+import math
+
 from typing import Sequence
 
 import pyro
@@ -17,7 +19,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from ppl_dgm._checks import check_image_shape, check_positive_int
-from ppl_dgm.vae.likelihoods import make_likelihood
+from ppl_dgm.vae.likelihoods import decoder_output_shape, make_likelihood
 from ppl_dgm.vae.vae import GaussianEncoder
 
 __all__ = ["HVAE", "mlp_hvae"]
@@ -92,19 +94,22 @@ def mlp_hvae(
     latent_dims: tuple[int, int] = (64, 32),
     hidden: Sequence[int] = (512, 256),
     likelihood: str = "bernoulli",
+    min_scale: float = 1e-3,
 ) -> HVAE:
-    """MLP HVAE close to Burda et al. 2016's two-layer net (x–hidden[0]–z1–hidden[1]–z2)."""
+    """MLP HVAE close to Burda et al. 2016's two-layer net (x–hidden[0]–z1–hidden[1]–z2); ``min_scale`` is the σ floor of
+    ``likelihood="gaussian_network"``."""
     from ppl_dgm.nn import MLP
 
     image_shape = check_image_shape(image_shape)
     z1_dim, z2_dim = (check_positive_int("latent_dims", d) for d in latent_dims)
     first, second = (check_positive_int("hidden", h) for h in hidden)
     num_pixels = image_shape[0] * image_shape[1] * image_shape[2]
+    output_shape = decoder_output_shape(likelihood, image_shape)
     return HVAE(
         encoder1=GaussianEncoder(MLP(num_pixels, 2 * z1_dim, hidden=(first, first)), z1_dim),
         encoder2=GaussianEncoder(MLP(z1_dim, 2 * z2_dim, hidden=(second, second)), z2_dim),
         prior1=GaussianEncoder(MLP(z2_dim, 2 * z1_dim, hidden=(second, second)), z1_dim),
-        decoder=nn.Sequential(MLP(z1_dim, num_pixels, hidden=(first, first)), nn.Unflatten(1, image_shape)),
-        likelihood=make_likelihood(likelihood, image_shape),
+        decoder=nn.Sequential(MLP(z1_dim, math.prod(output_shape), hidden=(first, first)), nn.Unflatten(1, output_shape)),
+        likelihood=make_likelihood(likelihood, image_shape, min_scale),
         latent_dims=(z1_dim, z2_dim),
     )

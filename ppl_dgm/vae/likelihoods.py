@@ -16,11 +16,15 @@ __all__ = [
     "DiscretizedGaussian",
     "DiscretizedGaussianLikelihood",
     "GaussianLikelihood",
+    "NetworkGaussianLikelihood",
+    "decoder_output_shape",
     "make_likelihood",
     "LIKELIHOOD_NAMES",
 ]
 
-LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "discretized_gaussian")
+LIKELIHOOD_NAMES = ("bernoulli", "gaussian", "gaussian_network", "discretized_gaussian")
+# Likelihoods whose density is over (k + u)/256, uniformly dequantized 8-bit data (docs/design.md, bits/dim convention)
+CONTINUOUS_LIKELIHOODS = ("gaussian", "gaussian_network")
 
 
 class BernoulliLikelihood(nn.Module):
@@ -81,6 +85,48 @@ class GaussianLikelihood(nn.Module):
 
     def mean(self, decoder_output: torch.Tensor) -> torch.Tensor:
         return decoder_output
+
+
+class NetworkGaussianLikelihood(nn.Module):
+    """N(μ_θ(z), diag σ_θ(z)²) with both from the decoder (Kingma & Welling 2014, App. C.2): the decoder outputs 2C
+    channels, the first C the mean and the last C a raw scale, σ = softplus(raw) + ``min_scale``.
+
+    A per-example variance lets the decoder say which pixels it is unsure of, but the likelihood is unbounded as
+    σ → 0 where the data is (nearly) constant; the floor ``min_scale`` bounds it (Rybkin et al. 2021, σ-VAE, clamp
+    log σ ≥ −6, σ ≥ 0.0025; the default 1e-3 is about a third of the 1/256 dequantization bin, the spread of a
+    uniform bin being (1/256)/√12 ≈ 0.0011, so the floor never binds on dequantized 8-bit data).
+    """
+
+    parameters_per_channel = 2
+
+    def __init__(self, event_shape: Sequence[int], min_scale: float = 1e-3):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        if isinstance(min_scale, bool) or not isinstance(min_scale, (int, float)) or not (math.isfinite(min_scale) and min_scale > 0):
+            raise ValueError(f"min_scale must be a finite float > 0 (the σ floor of the network variance), got {min_scale!r}")
+        self.min_scale = float(min_scale)
+
+    def split(self, decoder_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, σ) from the decoder's (…, 2C, H, W) output."""
+        channel_dim = -len(self.event_shape)
+        if decoder_output.shape[channel_dim] != 2 * self.event_shape[0]:
+            raise ValueError(f"decoder output has {decoder_output.shape[channel_dim]} channels; gaussian_network expects "
+                             f"2 × {self.event_shape[0]} (mean and raw scale)")
+        loc, raw_scale = decoder_output.chunk(2, dim=channel_dim)
+        return loc, F.softplus(raw_scale) + self.min_scale
+
+    def forward(self, decoder_output: torch.Tensor) -> dist.TorchDistribution:
+        loc, scale = self.split(decoder_output)
+        return dist.Normal(loc, scale).to_event(len(self.event_shape))
+
+    def mean(self, decoder_output: torch.Tensor) -> torch.Tensor:
+        return self.split(decoder_output)[0]
+
+
+def decoder_output_shape(name: str, event_shape: Sequence[int]) -> tuple[int, ...]:
+    """The decoder output a likelihood ``name`` reads: the image shape, or twice the channels for ``gaussian_network``."""
+    channels, *rest = tuple(event_shape)
+    return (2 * channels, *rest) if name == "gaussian_network" else (channels, *rest)
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -180,12 +226,15 @@ class DiscretizedGaussianLikelihood(GaussianLikelihood):
         return decoder_output.clamp(self.low, self.high)
 
 
-def make_likelihood(name: str, event_shape: Sequence[int]) -> nn.Module:
-    """``"bernoulli"``, ``"gaussian"`` or ``"discretized_gaussian"`` (learned per-pixel scale) for images of ``event_shape``."""
+def make_likelihood(name: str, event_shape: Sequence[int], min_scale: float = 1e-3) -> nn.Module:
+    """``"bernoulli"``, ``"gaussian"`` (learned σ per pixel, shared by all images), ``"gaussian_network"`` (μ and σ from
+    the decoder, σ ≥ ``min_scale``) or ``"discretized_gaussian"`` (learned per-pixel scale) for images of ``event_shape``."""
     if name == "bernoulli":
         return BernoulliLikelihood(event_dim=len(event_shape))
     if name == "gaussian":
         return GaussianLikelihood(event_shape)
+    if name == "gaussian_network":
+        return NetworkGaussianLikelihood(event_shape, min_scale)
     if name == "discretized_gaussian":
         return DiscretizedGaussianLikelihood(event_shape)
     raise ValueError(f"likelihood={name!r} is not known; expected one of {LIKELIHOOD_NAMES}")

@@ -1,6 +1,7 @@
 """The variational autoencoder as a Pyro model/guide pair (Kingma & Welling 2014; Rezende et al. 2014)."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import pyro
@@ -12,9 +13,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from ppl_dgm._checks import check_image_shape, check_positive_int
-from ppl_dgm.vae.likelihoods import make_likelihood
+from ppl_dgm.vae.likelihoods import decoder_output_shape, make_likelihood
 
-__all__ = ["VAE", "GaussianEncoder", "NormalWithoutRsample", "mlp_vae", "conv_vae"]
+__all__ = ["VAE", "GaussianEncoder", "FullCovarianceEncoder", "NormalWithoutRsample", "mlp_vae", "conv_vae", "POSTERIORS"]
+
+POSTERIORS = ("diagonal", "full")
 
 
 class NormalWithoutRsample(dist.Normal):
@@ -40,11 +43,39 @@ class GaussianEncoder(nn.Module):
         return loc, F.softplus(raw_scale) + 1e-5
 
 
+class FullCovarianceEncoder(nn.Module):
+    """Wraps a network with k + k(k+1)/2 outputs into q(z|x) = N(loc, L Lᵀ): L lower triangular, its diagonal
+    softplus + 1e-5 (the map of :class:`GaussianEncoder`, so a zero strict lower part gives the diagonal guide) and
+    its strict lower part free; returns (loc, scale_tril)."""
+
+    full_covariance = True
+
+    def __init__(self, net: nn.Module, latent_dim: int):
+        super().__init__()
+        self.net = net
+        self.latent_dim = check_positive_int("latent_dim", latent_dim)
+        self.register_buffer("rows", torch.tril_indices(latent_dim, latent_dim, offset=-1)[0], persistent=False)
+        self.register_buffer("cols", torch.tril_indices(latent_dim, latent_dim, offset=-1)[1], persistent=False)
+
+    @staticmethod
+    def num_outputs(latent_dim: int) -> int:
+        return latent_dim + latent_dim * (latent_dim + 1) // 2
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.latent_dim
+        loc, raw_diagonal, strict_lower = self.net(x).split([k, k, k * (k - 1) // 2], dim=-1)
+        lower = strict_lower.new_zeros(*strict_lower.shape[:-1], k, k)
+        lower[..., self.rows, self.cols] = strict_lower
+        return loc, lower + torch.diag_embed(F.softplus(raw_diagonal) + 1e-5)
+
+
 class VAE(PyroModule):
     """p(z) = N(0, I), p(x|z) = likelihood(decoder(z)); q(z|x) = N(encoder(x)) — per-example sites in plate "data".
 
     ``encoder(x) -> (loc, scale)`` each (B, latent_dim); ``decoder(z) -> (B, *image_shape)`` raw
-    parameters that ``likelihood`` turns into a distribution. ``beta`` scales the KL term
+    parameters that ``likelihood`` turns into a distribution. With a :class:`FullCovarianceEncoder` ``encoder(x)``
+    gives (loc, scale_tril), q(z|x) = N(loc, L Lᵀ) and the prior is written as the equal N(0, I) multivariate normal,
+    so TraceMeanField_ELBO uses torch's analytic KL ½(tr Σ + ‖μ‖² − k − log|Σ|). ``beta`` scales the KL term
     (β-VAE, Higgins et al. 2017) by scaling the z sites of model and guide alike. With
     ``reparameterized=False`` the guide hides its ``rsample`` so Pyro's ELBOs fall back to
     score-function (REINFORCE, Williams 1992) gradients for the encoder.
@@ -69,10 +100,24 @@ class VAE(PyroModule):
         self.latent_dim = latent_dim
         self.beta = float(beta)
         self.reparameterized = bool(reparameterized)
+        self.full_covariance = bool(getattr(encoder, "full_covariance", False))
+        if self.full_covariance and not self.reparameterized:
+            raise ValueError("reparameterized=False (score-function gradients) is implemented for the diagonal guide only")
 
     def _prior(self, batch_size: int, like: torch.Tensor) -> dist.TorchDistribution:
         zeros = torch.zeros(batch_size, self.latent_dim, device=like.device, dtype=like.dtype)
+        if self.full_covariance:  # the same N(0, I), in the family of the guide so the KL is analytic
+            eye = torch.eye(self.latent_dim, device=like.device, dtype=like.dtype).expand(batch_size, -1, -1)
+            return dist.MultivariateNormal(zeros, scale_tril=eye)
         return dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
+
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """q(z|x) as a distribution with event shape (latent_dim,)."""
+        loc, scale = self.encoder(x)
+        if self.full_covariance:
+            return dist.MultivariateNormal(loc, scale_tril=scale)
+        normal = dist.Normal if self.reparameterized else NormalWithoutRsample
+        return normal(loc, scale).to_event(1)
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         with pyro.plate("data", x.shape[0]):
@@ -81,16 +126,16 @@ class VAE(PyroModule):
             return pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        loc, scale = self.encoder(x)
+        posterior = self.posterior(x)
         with pyro.plate("data", x.shape[0]):
-            normal = dist.Normal if self.reparameterized else NormalWithoutRsample
-            posterior = normal(loc, scale).to_event(1)
             with poutine.scale(scale=self.beta):
                 return pyro.sample("z", posterior)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior parameters (loc, scale) of q(z|x), each (B, latent_dim)."""
-        return self.encoder(x)
+        """Posterior mean and marginal standard deviations of q(z|x), each (B, latent_dim) (for a full covariance,
+        the row norms of L)."""
+        loc, scale = self.encoder(x)
+        return (loc, scale.norm(dim=-1)) if self.full_covariance else (loc, scale)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Mean of p(x|z) (probabilities for Bernoulli, means for Gaussian), (B, *image_shape)."""
@@ -119,16 +164,29 @@ def mlp_vae(
     hidden: Sequence[int] = (400,),
     likelihood: str = "bernoulli",
     beta: float = 1.0,
+    posterior: str = "diagonal",
+    min_scale: float = 1e-3,
 ) -> VAE:
-    """The MLP VAE of Kingma & Welling 2014 (784-400-50 as in the Pyro tutorial), SiLU hidden layers."""
+    """The MLP VAE of Kingma & Welling 2014 (784-400-50 as in the Pyro tutorial), SiLU hidden layers; ``posterior``
+    "diagonal" or "full" (covariance of q(z|x)); ``min_scale`` is the σ floor of ``likelihood="gaussian_network"``."""
     from ppl_dgm.nn import MLP
 
     image_shape = check_image_shape(image_shape)
     check_positive_int("latent_dim", latent_dim)
     num_pixels = image_shape[0] * image_shape[1] * image_shape[2]
-    encoder = GaussianEncoder(MLP(num_pixels, 2 * latent_dim, hidden=tuple(hidden)), latent_dim)
-    decoder = nn.Sequential(MLP(latent_dim, num_pixels, hidden=tuple(reversed(hidden))), nn.Unflatten(1, image_shape))
-    return VAE(encoder, decoder, make_likelihood(likelihood, image_shape), latent_dim, beta)
+    encoder = _encoder(posterior, latent_dim, lambda outputs: MLP(num_pixels, outputs, hidden=tuple(hidden)))
+    output_shape = decoder_output_shape(likelihood, image_shape)
+    decoder = nn.Sequential(MLP(latent_dim, math.prod(output_shape), hidden=tuple(reversed(hidden))), nn.Unflatten(1, output_shape))
+    return VAE(encoder, decoder, make_likelihood(likelihood, image_shape, min_scale), latent_dim, beta)
+
+
+def _encoder(posterior: str, latent_dim: int, network) -> nn.Module:
+    """q(z|x) around ``network(num_outputs)``: diagonal or full covariance."""
+    if posterior == "diagonal":
+        return GaussianEncoder(network(2 * latent_dim), latent_dim)
+    if posterior == "full":
+        return FullCovarianceEncoder(network(FullCovarianceEncoder.num_outputs(latent_dim)), latent_dim)
+    raise ValueError(f"posterior={posterior!r} is not known; expected one of {POSTERIORS}")
 
 
 def conv_vae(
@@ -137,12 +195,15 @@ def conv_vae(
     channels: int = 32,
     likelihood: str = "bernoulli",
     beta: float = 1.0,
+    posterior: str = "diagonal",
+    min_scale: float = 1e-3,
 ) -> VAE:
-    """A convolutional VAE for 8x8, 28x28 or 32x32 images (encoder/decoder from :mod:`ppl_dgm.nn.conv`)."""
+    """A convolutional VAE for 8x8, 28x28 or 32x32 images (encoder/decoder from :mod:`ppl_dgm.nn.conv`); ``posterior``
+    and ``min_scale`` as in :func:`mlp_vae`."""
     from ppl_dgm.nn import ConvDecoder, ConvEncoder
 
     image_shape = check_image_shape(image_shape)
     check_positive_int("latent_dim", latent_dim)
-    encoder = GaussianEncoder(ConvEncoder(image_shape, 2 * latent_dim, channels=channels), latent_dim)
-    decoder = ConvDecoder(latent_dim, image_shape, channels=channels)
-    return VAE(encoder, decoder, make_likelihood(likelihood, image_shape), latent_dim, beta)
+    encoder = _encoder(posterior, latent_dim, lambda outputs: ConvEncoder(image_shape, outputs, channels=channels))
+    decoder = ConvDecoder(latent_dim, decoder_output_shape(likelihood, image_shape), channels=channels)
+    return VAE(encoder, decoder, make_likelihood(likelihood, image_shape, min_scale), latent_dim, beta)
