@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence, get_args, get_origin, get_type_hints
 
 __all__ = ["main", "build_parser", "add_config_options", "add_run_options", "train_command", "sample_command", "evaluate_command"]
 
-SAMPLE_OPTIONS = ("eta", "guidance_scale", "step_size", "truncation")
+SAMPLE_OPTIONS = ("eta", "guidance_scale", "step_size", "truncation", "temperature")
 EVALUATE_OPTIONS = ("iwae_k", "num_images", "batch_size", "num_examples", "num_samples", "seed", "classifier_dir", "inception_weights")
 
 
@@ -153,7 +153,7 @@ def sample_command(args: argparse.Namespace) -> int:
     sampler = getattr(args, "sampler", None)
     samples = run.sample(args.n, sampler=sampler, steps=getattr(args, "steps", None), seed=args.seed,
                          progress=not getattr(args, "no_progress", True), **options)
-    if run.family in ("score-sde", "ncsn"):
+    if run.family in ("score-sde", "ncsn", "ebm"):
         from ppl_dgm.sde.experiment import _save_samples
         from ppl_dgm.train.runs import RunDir
 

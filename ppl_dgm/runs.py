@@ -57,10 +57,12 @@ FAMILIES: tuple[Family, ...] = (
     Family("ae", f"{_AE}:AEConfig", f"{_AE}:load_autoencoder_run", "corruption", (0, 0.0)),
     Family("dae", f"{_AE}:AEConfig", f"{_AE}:load_autoencoder_run"),  # corruption > 0
     Family("vqvae", f"{_AE}:VQVAEConfig", f"{_AE}:load_autoencoder_run"),
+    Family("code-prior", "ppl_dgm.vae.prior_experiment:CodePriorConfig", "ppl_dgm.vae.prior_experiment:load_code_prior_run"),
     Family("ddpm", "ppl_dgm.diffusion.experiment:DDPMConfig", "ppl_dgm.diffusion.experiment:load_ddpm_run"),
     Family("latent-ddpm", "ppl_dgm.diffusion.latent:LatentDDPMConfig", "ppl_dgm.diffusion.latent:load_latent_ddpm_run"),
     Family("score-sde", f"{_SCORE}:ScoreConfig", f"{_SCORE}:load_score_run", "model", ("score-sde",)),
     Family("ncsn", f"{_SCORE}:ScoreConfig", f"{_SCORE}:load_score_run", "model", ("ncsn",)),
+    Family("ebm", "ppl_dgm.sde.ebm_experiment:EBMConfig", "ppl_dgm.sde.ebm_experiment:load_ebm_run"),
     Family("gan", "ppl_dgm.gan.experiment:GANConfig", "ppl_dgm.gan.experiment:load_gan_run"),
     Family("pix2pix", f"{_TRANSLATION}:TranslationConfig", f"{_TRANSLATION}:load_translation_run", "model", ("pix2pix",)),
     Family("cyclegan", f"{_TRANSLATION}:TranslationConfig", f"{_TRANSLATION}:load_translation_run", "model", ("cyclegan",)),
@@ -98,7 +100,8 @@ def run_family(path: str | os.PathLike) -> str:
 
 
 def _image_grid_rows(family: str, config: Any, n: int) -> int:
-    conditional = (family == "ddpm" and config.class_conditional) or (family == "gan" and config.arch == "cgan")
+    conditional = ((family in ("ddpm", "code-prior") and config.class_conditional)
+                   or (family == "gan" and config.arch == "cgan"))
     return max(1, n // 10) if conditional else 8
 
 
@@ -290,6 +293,21 @@ def _evaluate_score(run, options):
 
 
 
+def _sample_ebm(run, n, sampler, steps, generator, progress, options):
+    from ppl_dgm.sde.ebm_experiment import sample_ebm_run
+
+    _no_options(run, options, ("step_size", "callback"))
+    return sample_ebm_run(run.model, run.config, n, sampler=sampler, steps=steps, generator=generator, progress=progress, **options)
+
+
+def _evaluate_ebm(run, options):
+    from ppl_dgm.sde.ebm_experiment import evaluate_ebm_run
+
+    _no_options(run, options, ("num_examples",))
+    return evaluate_ebm_run(run.model, run.config, **options)
+
+
+
 def _sample_gan(run, n, sampler, steps, generator, progress, options):
     from ppl_dgm.gan.experiment import sample_gan
 
@@ -330,9 +348,30 @@ def _evaluate_lvm(run, options):
     return {"test_log_likelihood_nats": run.model.log_likelihood(x.to(parameter.device))}
 
 
+def _sample_code_prior(run, n, sampler, steps, generator, progress, options):
+    """Decoded code grids; class-conditional priors give n // 10 per class (labels 0..9 in order)."""
+    _refuse(run, "sampler", sampler), _refuse(run, "steps", steps), _no_options(run, options, ("temperature",))
+    y = None
+    if run.config.class_conditional:
+        if n % 10:
+            raise ValueError(f"n={n}: a class-conditional prior samples n // 10 per class; give a multiple of 10")
+        y = torch.arange(10, device=run.device).repeat_interleave(n // 10)
+    return run.model.sample(n, y, generator=generator, temperature=options.get("temperature") or 1.0, progress=progress)
+
+
+def _evaluate_code_prior(run, options):
+    from ppl_dgm.vae.prior_experiment import evaluate_code_prior, load_source_run
+
+    _no_options(run, options, ("num_samples", "seed", "cache_dir"))
+    _, vq_config = load_source_run(run.config.source_run, run.device)
+    return evaluate_code_prior(run.model, run.config, vq_config, **options)
+
+
 _SAMPLE: dict[str, Callable] = {"vae": _sample_model, "ae": _sample_not_generative, "vqvae": _sample_not_generative,
                                 "ddpm": _sample_ddpm, "latent-ddpm": _sample_latent, "score-sde": _sample_score,
-                                "gan": _sample_gan, "pix2pix": _sample_translation, "lvm": _sample_model}
+                                "ebm": _sample_ebm, "gan": _sample_gan, "pix2pix": _sample_translation, "lvm": _sample_model,
+                                "code-prior": _sample_code_prior}
 _EVALUATE: dict[str, Callable] = {"vae": _evaluate_vae, "ae": _evaluate_ae, "vqvae": _evaluate_ae, "ddpm": _evaluate_ddpm,
-                                  "latent-ddpm": _evaluate_by_samples, "score-sde": _evaluate_score, "gan": _evaluate_gan,
-                                  "pix2pix": _evaluate_translation, "lvm": _evaluate_lvm}
+                                  "latent-ddpm": _evaluate_by_samples, "score-sde": _evaluate_score, "ebm": _evaluate_ebm,
+                                  "gan": _evaluate_gan,
+                                  "pix2pix": _evaluate_translation, "lvm": _evaluate_lvm, "code-prior": _evaluate_code_prior}

@@ -1,9 +1,15 @@
-"""Toy 2-D density table: a VP-SDE score network (TimeConditionedMLP) per density, held-out ODE NLL vs the entropy floor.
+"""Toy 2-D density table: a VP-SDE score network (TimeConditionedMLP) and energy-based models per density, held-out NLL
+vs the entropy floor.
 
 The NLL of held-out points in nats, −E log p_θ(x), is bounded below by the differential entropy H(p):
 checkerboard ln 32 = 3.466 nats (uniform on 8 squares of area 4, docs/design.md); 8gaussians by Monte Carlo
 from its exact log-density; moons and 2spirals have no closed form (no floor). Writes
 runs/toy2d_table/<name>/ and a PNG of ODE samples and learned densities (toy2d_density_table.png).
+
+Models (``--models``): ``score-sde`` (default), its NLL by the probability-flow ODE; ``ebm-dsm``, ``ebm-sliced``,
+``ebm-implicit``, an EnergyModel E(x, σ) over 10 geometric σ's from 3 to 0.1 (ppl_dgm.sde.ebm_experiment's defaults)
+trained by that score-matching objective, its NLL exact: E(x, σ_L) + log Z, Z by the midpoint rule on a 512² grid over
+[−6, 6]² (the column "quad. err" is the Richardson estimate |log Z(512²) − log Z(256²)|/3).
 
 Training: Adam at a constant learning rate, ``--steps`` optimizer steps of ``--batch-size`` points; the
 EMA weights are evaluated. The EMA decay's horizon 1/(1 − decay) should be a few percent of the run:
@@ -13,6 +19,7 @@ ODE NLL). Everything is seeded by ``--seed``: two runs with the same seed print 
 
     python scripts/toy2d_density_table.py        # 5,000 steps per density: about 6-8 minutes on an idle core (estimate)
     python scripts/toy2d_density_table.py --steps 200 --num-test 200 --grid 20   # smoke run, about a minute
+    python scripts/toy2d_density_table.py --models ebm-dsm ebm-sliced --names 8gaussians checkerboard   # the EBM rows
 """
 import argparse
 import json
@@ -24,9 +31,12 @@ import torch
 
 from ppl_dgm.data import toy2d, toy2d_log_prob
 from ppl_dgm.sde import VPSDE, ode_log_likelihood, sample_ode
+from ppl_dgm.sde.ebm import quadrature_log_prob
+from ppl_dgm.sde.ebm_experiment import EBMConfig, evaluate_ebm_run, load_ebm_run, sample_ebm_run, train_ebm
 from ppl_dgm.sde.experiment import ScoreConfig, evaluate_score_run, load_score_run, train_score
 
 NAMES = ("checkerboard", "8gaussians", "moons", "2spirals")
+MODELS = ("score-sde", "ebm-dsm", "ebm-sliced", "ebm-implicit")
 
 
 def entropy_floor(name: str) -> float | None:
@@ -39,26 +49,62 @@ def entropy_floor(name: str) -> float | None:
     return None
 
 
-def plot(rows, nets, path: Path, grid_size: int, seed: int) -> None:
+def samples_and_density(row, net, config, grid: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """2,000 samples (ODE for score-sde, annealed Langevin for EBMs) and the learned log-density on ``grid``."""
+    generator = torch.Generator().manual_seed(seed)
+    if row["model"] == "score-sde":
+        sde = VPSDE()
+        samples = sample_ode(net, sde, (2000, 2), generator=generator)
+        log_density = torch.cat([ode_log_likelihood(net, sde, chunk, rtol=1e-4, atol=1e-4).log_likelihood for chunk in grid.split(1200)])
+        return samples, log_density
+    samples = sample_ebm_run(net, config, 2000, generator=generator)
+    return samples, quadrature_log_prob(net, grid, bound=config.bound, log_z=row["log_partition"])
+
+
+def plot(rows, nets, configs, path: Path, grid_size: int, seed: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sde = VPSDE()
     figure, axes = plt.subplots(2, len(rows), figsize=(3 * len(rows), 6), squeeze=False)
     axis_values = torch.linspace(-4.5, 4.5, grid_size)
     grid = torch.stack(torch.meshgrid(axis_values, axis_values, indexing="xy"), -1).reshape(-1, 2)
-    for column, (row, net) in enumerate(zip(rows, nets)):
-        samples = sample_ode(net, sde, (2000, 2), generator=torch.Generator().manual_seed(seed))
+    for column, (row, net, config) in enumerate(zip(rows, nets, configs)):
+        samples, log_density = samples_and_density(row, net, config, grid, seed)
+        sampler = "ODE" if row["model"] == "score-sde" else "Langevin"
         axes[0, column].scatter(samples[:, 0], samples[:, 1], s=1, alpha=0.5)
-        axes[0, column].set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), aspect="equal", title=f"{row['name']}: ODE samples")
-        log_density = torch.cat([ode_log_likelihood(net, sde, chunk, rtol=1e-4, atol=1e-4).log_likelihood for chunk in grid.split(1200)])
+        axes[0, column].set(xlim=(-4.5, 4.5), ylim=(-4.5, 4.5), aspect="equal", title=f"{row['model']} {row['name']}: {sampler}")
         axes[1, column].imshow(log_density.exp().reshape(grid_size, grid_size), origin="lower", extent=(-4.5, 4.5, -4.5, 4.5))
         axes[1, column].set(title=f"learned density, NLL {row['nll_nats']:.2f}")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def train_row(model: str, name: str, args) -> tuple[dict, torch.nn.Module, object]:
+    """Train one model on one density into <runs-dir>/<name> (score-sde) or <runs-dir>/<model>_<name>; its table row."""
+    epochs = math.ceil(args.steps / math.ceil(ScoreConfig.num_train / args.batch_size))  # fit stops at --steps
+    common = dict(dataset=name, hidden=(128, 128, 128), epochs=epochs, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
+                  seed=args.seed)
+    started = time.perf_counter()
+    if model == "score-sde":
+        config, run_dir = ScoreConfig(**common), Path(args.runs_dir) / name
+        trained = train_score(config, run_dir, device="cpu", progress=False, max_steps=args.steps)
+        net, _ = load_score_run(run_dir, device="cpu")
+        result = evaluate_score_run(net, config, args.num_test, batch_size=500)
+        extra = {"nfe_per_batch": result["nfe_per_batch"]}
+    else:
+        config, run_dir = EBMConfig(objective=model.removeprefix("ebm-"), **common), Path(args.runs_dir) / f"{model}_{name}"
+        trained = train_ebm(config, run_dir, device="cpu", progress=False, max_steps=args.steps)
+        net, _ = load_ebm_run(run_dir, device="cpu")
+        result = evaluate_ebm_run(net, config, args.num_test)
+        extra = {"log_partition": result["log_partition"], "quadrature_error": result["quadrature_error"], "outside_box": result["outside_box"]}
+    row = {"model": model, "name": name, "nll_nats": result["nll_nats"], "standard_error": result["nll_standard_error"],
+           "floor": entropy_floor(name), **extra, "steps": trained.get("steps"), "ema_decay": args.ema_decay, "seed": args.seed,
+           "train_seconds": trained["train_seconds"], "total_seconds": time.perf_counter() - started}
+    (run_dir / "results.json").write_text(json.dumps(row, indent=2) + "\n")
+    return row, net, config
 
 
 def main() -> None:
@@ -69,7 +115,8 @@ def main() -> None:
     parser.add_argument("--ema-decay", type=float, default=0.995, help="EMA horizon 1/(1 - decay) steps; keep it a few %% of --steps")
     parser.add_argument("--seed", type=int, default=0, help="seeds the data, the network, the training order and the ODE samples")
     parser.add_argument("--names", nargs="+", default=list(NAMES), choices=NAMES)
-    parser.add_argument("--num-test", type=int, default=1000, help="held-out points for the ODE NLL")
+    parser.add_argument("--models", nargs="+", default=["score-sde"], choices=MODELS, help="score-sde and/or EBMs by objective")
+    parser.add_argument("--num-test", type=int, default=1000, help="held-out points for the NLL")
     parser.add_argument("--grid", type=int, default=60, help="side of the density grid in the PNG")
     parser.add_argument("--runs-dir", default="runs/toy2d_table")
     parser.add_argument("--threads", type=int, default=1)
@@ -77,32 +124,25 @@ def main() -> None:
     if args.steps < 1:
         parser.error(f"--steps must be a positive int, got {args.steps}")
     torch.set_num_threads(args.threads)
-    rows, nets = [], []
+    rows, nets, configs = [], [], []
     for name in args.names:
-        epochs = math.ceil(args.steps / math.ceil(ScoreConfig.num_train / args.batch_size))  # fit stops at --steps
-        config = ScoreConfig(dataset=name, hidden=(128, 128, 128), epochs=epochs, batch_size=args.batch_size, lr=args.lr,
-                             ema_decay=args.ema_decay, seed=args.seed)
-        run_dir = Path(args.runs_dir) / name
-        started = time.perf_counter()
-        trained = train_score(config, run_dir, device="cpu", progress=False, max_steps=args.steps)
-        net, _ = load_score_run(run_dir, device="cpu")
-        result = evaluate_score_run(net, config, args.num_test, batch_size=500)
-        row = {"name": name, "nll_nats": result["nll_nats"], "standard_error": result["nll_standard_error"], "floor": entropy_floor(name),
-               "nfe_per_batch": result["nfe_per_batch"], "steps": trained.get("steps"), "ema_decay": args.ema_decay, "seed": args.seed,
-               "train_seconds": trained["train_seconds"], "total_seconds": time.perf_counter() - started}
-        (run_dir / "results.json").write_text(json.dumps(row, indent=2) + "\n")
-        rows.append(row)
-        nets.append(net)
-        print(json.dumps(row), flush=True)
-    png = Path(args.runs_dir) / "toy2d_density_table.png"
-    plot(rows, nets, png, args.grid, args.seed)
-    print(f"\nVP-SDE, TimeConditionedMLP 3x128, {args.steps} steps of {args.batch_size}, lr {args.lr}, EMA {args.ema_decay}, seed {args.seed}; "
-          f"ODE NLL of {args.num_test} held-out points (dopri5, rtol = atol = 1e-5, eps = 1e-5, exact divergence)")
-    print(f"{'density':14s} {'ODE NLL (nats)':>16s} {'floor H(p)':>11s} {'gap':>7s} {'NFE':>6s} {'train s':>8s}")
+        for model in args.models:
+            row, net, config = train_row(model, name, args)
+            rows.append(row), nets.append(net), configs.append(config)
+            print(json.dumps(row), flush=True)
+    png = Path(args.runs_dir) / ("toy2d_density_table.png" if args.models == ["score-sde"] else f"toy2d_density_table_{'_'.join(args.models)}.png")
+    plot(rows, nets, configs, png, args.grid, args.seed)
+    print(f"\nTimeConditionedMLP 3x128, {args.steps} steps of {args.batch_size}, lr {args.lr}, EMA {args.ema_decay}, seed {args.seed}; NLL of "
+          f"{args.num_test} held-out points: score-sde by the ODE (VP-SDE; dopri5, rtol = atol = 1e-5, eps = 1e-5, exact divergence), "
+          "EBMs by quadrature of Z")
+    print(f"{'model':13s} {'density':14s} {'NLL (nats)':>16s} {'floor H(p)':>11s} {'gap':>7s} {'NFE':>6s} {'quad. err':>9s} {'train s':>8s}")
     for row in rows:
         floor = "—" if row["floor"] is None else f"{row['floor']:.3f}"
         gap = "—" if row["floor"] is None else f"{row['nll_nats'] - row['floor']:.3f}"
-        print(f"{row['name']:14s} {row['nll_nats']:9.3f} ± {row['standard_error']:.3f} {floor:>11s} {gap:>7s} {row['nfe_per_batch']:6.0f} {row['train_seconds']:8.1f}")
+        nfe = f"{row['nfe_per_batch']:6.0f}" if "nfe_per_batch" in row else f"{'—':>6s}"
+        error = f"{row['quadrature_error']:9.1e}" if "quadrature_error" in row else f"{'—':>9s}"
+        print(f"{row['model']:13s} {row['name']:14s} {row['nll_nats']:9.3f} ± {row['standard_error']:.3f} {floor:>11s} {gap:>7s} {nfe} {error} "
+              f"{row['train_seconds']:8.1f}")
     print(f"wrote {png}")
 
 

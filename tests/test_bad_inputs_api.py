@@ -351,7 +351,7 @@ VAE_LVM = [
     pytest.param(lambda: VAE(nn.Identity(), nn.Identity(), nn.Identity(), 0), ValueError,
                  "latent_dim must be a positive int, got 0", id="VAE-latent_dim-zero"),
     pytest.param(lambda: mlp_vae((1, 8, 8), likelihood="poisson"), ValueError,
-                 "likelihood='poisson' is not known; expected one of ('bernoulli', 'gaussian', 'discretized_gaussian')",
+                 "likelihood='poisson' is not known; expected one of ('bernoulli', 'gaussian', 'gaussian_network', 'discretized_gaussian')",
                  id="mlp_vae-likelihood-unknown"),
     pytest.param(lambda: make_likelihood("laplace", (1, 8, 8)), ValueError,
                  "likelihood='laplace' is not known", id="make_likelihood-unknown"),

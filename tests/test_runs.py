@@ -45,6 +45,14 @@ def _score(epochs, **kw):
     return lambda path, resume: train_score(config, path, device="cpu", progress=False, resume=resume)
 
 
+def _ebm(epochs):
+    from ppl_dgm.sde.ebm_experiment import EBMConfig, train_ebm
+
+    config = EBMConfig(objective="sliced", num_train=1000, hidden=(16, 16), num_scales=3, batch_size=250, quadrature_points=64,
+                       epochs=epochs)
+    return lambda path, resume: train_ebm(config, path, device="cpu", progress=False, resume=resume)
+
+
 def _gan(epochs):
     from ppl_dgm.gan.experiment import GANConfig, train_gan
 
@@ -79,6 +87,7 @@ FAMILIES = {
     "latent-ddpm": _latent_ddpm,
     "score-sde": lambda e: _score(e, dataset="checkerboard"),
     "ncsn": lambda e: _score(e, model="ncsn", dataset="8gaussians", sigma_max=3.0, sigma_min=0.05),
+    "ebm": _ebm,
     "gan": _gan,
     "pix2pix": lambda e: _translation(e, "pix2pix"),
     "cyclegan": lambda e: _translation(e, "cyclegan"),

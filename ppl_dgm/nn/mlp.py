@@ -50,8 +50,9 @@ class MLP(nn.Module):
 class TimeConditionedMLP(nn.Module):
     """ε-network for low-dimensional data: (x (B, dim), t (B,) in (0, 1], y (B,) or None) -> (B, dim).
 
-    Every hidden layer adds a projection of the time (+ class) embedding before its SiLU, as the
-    DDPM U-Net's residual blocks do (Ho et al. 2020, App. B).
+    ``out_features`` (default ``dim``) sets the output width, e.g. 1 for a noise-conditional energy. Every
+    hidden layer adds a projection of the time (+ class) embedding before its SiLU, as the DDPM U-Net's
+    residual blocks do (Ho et al. 2020, App. B).
     """
 
     def __init__(
@@ -60,9 +61,11 @@ class TimeConditionedMLP(nn.Module):
         hidden: Sequence[int] = (256, 256, 256),
         time_embedding_dim: int = 64,
         num_classes: int | None = None,
+        out_features: int | None = None,
     ):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
+        self.out_features = self.dim if out_features is None else check_positive_int("out_features", out_features)
         hidden = check_positive_int_sequence("hidden", hidden)
         time_embedding_dim = check_positive_int("time_embedding_dim", time_embedding_dim)
         self.time_embedding = SinusoidalTimeEmbedding(time_embedding_dim)
@@ -75,7 +78,7 @@ class TimeConditionedMLP(nn.Module):
         )
         self.condition_projections = nn.ModuleList(nn.Linear(condition_dim, width) for width in hidden)
         self.activation = nn.SiLU()
-        self.output_layer = nn.Linear(hidden[-1], self.dim)
+        self.output_layer = nn.Linear(hidden[-1], self.out_features)
 
     def forward(self, x: Tensor, t: float | Tensor, y: Tensor | None = None) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.dim:

@@ -1,8 +1,17 @@
-"""Score-based models: SDEs, score matching (denoising, explicit, implicit, sliced), Langevin, and reverse-SDE,
-PC and probability-flow samplers.
+"""Score-based models: SDEs, score matching (denoising, explicit, implicit, sliced), Langevin, reverse-SDE,
+PC and probability-flow samplers, and energy-based models with their normalizing constant by quadrature (2-D).
 
 Importing this package does not import torchsde or torchdiffeq (they load inside the samplers).
 """
+from ppl_dgm.sde.ebm import (
+    EnergyModel,
+    GridDensity,
+    energy_loss,
+    grid_density,
+    log_partition,
+    quadrature_log_prob,
+    sample_langevin,
+)
 from ppl_dgm.sde.flow import ODELikelihood, ode_bits_per_dim, ode_log_likelihood, probability_flow_field, sample_ode
 from ppl_dgm.sde.langevin import annealed_langevin, langevin_dynamics
 from ppl_dgm.sde.losses import (
@@ -14,7 +23,7 @@ from ppl_dgm.sde.losses import (
     score_sde_loss,
     sliced_score_matching,
 )
-from ppl_dgm.sde.ncsn import NoiseConditionalScoreNet
+from ppl_dgm.sde.ncsn import NoiseConditionalScoreNet, noise_level_time
 from ppl_dgm.sde.pc import langevin_corrector_step, sample_pc
 from ppl_dgm.sde.reverse import GeneratorBrownian, sample_reverse_sde
 from ppl_dgm.sde.sdes import SDE, VESDE, VPSDE, ReverseSDE, SubVPSDE, score_fn
@@ -34,6 +43,14 @@ __all__ = [
     "geometric_sigmas",
     "check_sigmas",
     "NoiseConditionalScoreNet",
+    "noise_level_time",
+    "EnergyModel",
+    "energy_loss",
+    "sample_langevin",
+    "GridDensity",
+    "grid_density",
+    "log_partition",
+    "quadrature_log_prob",
     "langevin_dynamics",
     "annealed_langevin",
     "sample_reverse_sde",

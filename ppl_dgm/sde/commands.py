@@ -1,4 +1,5 @@
-"""``ppl-dgm train ncsn|score-sde``, ``sample score-sde``, ``eval score-sde`` (logic in :mod:`ppl_dgm.sde.experiment`)."""
+"""``ppl-dgm train ncsn|score-sde|ebm``, ``sample score-sde|ebm``, ``eval score-sde|ebm`` (logic in :mod:`ppl_dgm.sde.experiment`
+and :mod:`ppl_dgm.sde.ebm_experiment`)."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,27 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0, help="seeds the Hutchinson probes (images)")
 
+    _add_ebm_parsers(train, sample, evaluate)
+
+
+def _add_ebm_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersAction, evaluate: argparse._SubParsersAction) -> None:
+    from ppl_dgm.cli import add_config_options, add_eval_parser, add_run_options, add_sample_parser
+    from ppl_dgm.sde.ebm_experiment import SAMPLERS, EBMConfig
+
+    parser = train.add_parser("ebm", help="energy-based model E(x, σ) on a 2-D toy by denoising, sliced or implicit score matching")
+    add_config_options(parser, EBMConfig)
+    add_run_options(parser, "ebm_<objective>_<dataset>")
+    parser.set_defaults(handler=_train_ebm)
+
+    parser = add_sample_parser(sample, "ebm", "Langevin samples of an ebm run (scatter PNG)", "runs/ebm_dsm_8gaussians", progress=True,
+                               out_help="PNG path (default: <run>/samples_<sampler>.png)")
+    parser.add_argument("--sampler", default=None, choices=SAMPLERS, help="default: annealed-langevin (langevin when num_scales = 1)")
+    parser.add_argument("--steps", type=int, default=None, help="annealed-langevin: steps per noise level (default 100); langevin: steps (1,000)")
+    parser.add_argument("--step-size", type=float, default=None, help="ε (default 0.2 σ_min²; annealed: α_i = ε σ_i²/σ_L²)")
+
+    parser = add_eval_parser(evaluate, "ebm", "held-out NLL in nats per point, log Z by quadrature on a grid", "runs/ebm_dsm_8gaussians")
+    parser.add_argument("--num-examples", type=int, default=2000)
+
 
 def _train(args: argparse.Namespace) -> int:
     from ppl_dgm.cli import train_command
@@ -45,3 +67,11 @@ def _train(args: argparse.Namespace) -> int:
 
     config = ScoreConfig(**{f.name: getattr(args, f.name) for f in fields(ScoreConfig) if hasattr(args, f.name)})
     return train_command(args, config, train_score, f"{config.model}_{config.dataset}", amp=args.amp)
+
+
+def _train_ebm(args: argparse.Namespace) -> int:
+    from ppl_dgm.cli import train_command
+    from ppl_dgm.sde.ebm_experiment import EBMConfig, train_ebm
+
+    config = EBMConfig(**{f.name: getattr(args, f.name) for f in fields(EBMConfig)})
+    return train_command(args, config, train_ebm, f"ebm_{config.objective}_{config.dataset}")

@@ -139,26 +139,29 @@ def explicit_score_matching(score: Callable[[Tensor], Tensor], x: Tensor,
     return 0.5 * (value - target).pow(2).sum(1).mean()  # Hyvärinen 2005, eq. 2
 
 
-def implicit_score_matching(score: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """J_ISM = E[tr ∇_x s_θ(x) + ½‖s_θ(x)‖²] = J_SM − ½E‖∇log p‖² (Hyvärinen 2005, Thm. 1, eq. 4), a scalar.
+def implicit_score_matching(score: Callable[[Tensor], Tensor], x: Tensor, *, reduction: str = "mean") -> Tensor:
+    """J_ISM = E[tr ∇_x s_θ(x) + ½‖s_θ(x)‖²] = J_SM − ½E‖∇log p‖² (Hyvärinen 2005, Thm. 1, eq. 4), a scalar
+    (``reduction="none"``: the per-example terms, (B,)).
 
     The trace is exact: one backward pass per data dimension (meant for low D); the result keeps its
     graph (``create_graph=True``), so it can be minimized over the model's parameters.
     """
     x = _check_points(x)
+    check_choice("reduction", reduction, _REDUCTIONS)
     with torch.enable_grad():
         point, value = _score_with_graph(score, x)
         trace = torch.zeros(x.shape[0], device=x.device, dtype=value.dtype)
         for i in range(x.shape[1]):  # ∂s_i/∂x_i for every row at once: rows do not interact
             (column,) = torch.autograd.grad(value[:, i].sum(), point, create_graph=True)
             trace = trace + column[:, i]
-        return (trace + 0.5 * value.pow(2).sum(1)).mean()  # Hyvärinen 2005, eq. 4
+        return _reduce(trace + 0.5 * value.pow(2).sum(1), reduction)  # Hyvärinen 2005, eq. 4
 
 
 def sliced_score_matching(score: Callable[[Tensor], Tensor], x: Tensor, *, num_projections: int = 1,
                           projection: str = "rademacher", generator: torch.Generator | None = None,
-                          variance_reduction: bool = True) -> Tensor:
-    """Sliced score matching, E_v E_x[vᵀ∇_x s_θ(x) v + ½(vᵀs_θ(x))²] (Song et al. 2019, eq. 7), a scalar.
+                          variance_reduction: bool = True, reduction: str = "mean") -> Tensor:
+    """Sliced score matching, E_v E_x[vᵀ∇_x s_θ(x) v + ½(vᵀs_θ(x))²] (Song et al. 2019, eq. 7), a scalar
+    (``reduction="none"``: the per-example terms averaged over the projections, (B,)).
 
     With ``variance_reduction`` (SSM-VR, their eq. 8) ½(vᵀs)² is replaced by its mean over v, ½‖s‖².
     ``num_projections`` vectors v per example, Rademacher ±1 or standard normal (E[vvᵀ] = I, so
@@ -168,6 +171,7 @@ def sliced_score_matching(score: Callable[[Tensor], Tensor], x: Tensor, *, num_p
     x = _check_points(x)
     num_projections = check_positive_int("num_projections", num_projections)
     check_choice("projection", projection, _PROJECTIONS)
+    check_choice("reduction", reduction, _REDUCTIONS)
     if not isinstance(variance_reduction, bool):
         raise TypeError(f"variance_reduction must be a bool, got {variance_reduction!r}")
     shape = (num_projections, *x.shape)
@@ -183,5 +187,5 @@ def sliced_score_matching(score: Callable[[Tensor], Tensor], x: Tensor, *, num_p
             (vector_jacobian,) = torch.autograd.grad(projected.sum(), point, create_graph=True)  # vᵀ∇_x s_θ per row
             second = 0.5 * value.pow(2).sum(1) if variance_reduction else 0.5 * projected.pow(2)
             losses = losses + (vector_jacobian * v).sum(1) + second  # Song et al. 2019, eq. 7 (eq. 8 with VR)
-        return losses.mean() / num_projections
+        return losses.mean() / num_projections if reduction == "mean" else losses / num_projections
 

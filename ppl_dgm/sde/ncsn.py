@@ -9,7 +9,17 @@ from torch import Tensor, nn
 from ppl_dgm.nn.functional import expand_like
 from ppl_dgm.sde.losses import check_sigmas
 
-__all__ = ["NoiseConditionalScoreNet"]
+__all__ = ["NoiseConditionalScoreNet", "noise_level_time"]
+
+
+def noise_level_time(sigma: Tensor, sigmas: Tensor) -> Tensor:
+    """t(σ) = (1 + (L − 1)·log(σ/σ_L)/log(σ_1/σ_L))/L ∈ (0, 1] for σ_1 > … > σ_L (t = i/L at the i-th smallest σ;
+    t = 1 when L = 1), shape like σ, float64 arithmetic: the network contract's time of a noise level."""
+    levels = sigmas.numel()
+    if levels == 1:
+        return torch.ones_like(sigma, dtype=torch.float64)
+    fraction = torch.log(sigma.double() / sigmas[-1]) / math.log(float(sigmas[0] / sigmas[-1]))
+    return (1.0 + (levels - 1) * fraction) / levels
 
 
 class NoiseConditionalScoreNet(nn.Module):
@@ -30,10 +40,8 @@ class NoiseConditionalScoreNet(nn.Module):
         self.register_buffer("sigmas", sigmas)
 
     def time(self, sigma: Tensor) -> Tensor:
-        """t(σ) ∈ (0, 1], shape like σ (float64 arithmetic)."""
-        levels = self.sigmas.numel()
-        fraction = torch.log(sigma.double() / self.sigmas[-1]) / math.log(float(self.sigmas[0] / self.sigmas[-1]))
-        return (1.0 + (levels - 1) * fraction) / levels
+        """t(σ) ∈ (0, 1], shape like σ (float64 arithmetic): :func:`noise_level_time`."""
+        return noise_level_time(sigma, self.sigmas)
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
         sigma = sigma.to(device=x.device).expand(x.shape[0]) if sigma.ndim == 0 else sigma.to(x.device)

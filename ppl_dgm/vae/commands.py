@@ -35,6 +35,15 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     add_config_options(parser, VQVAEConfig)  # --ema-decay 0 means None, the codebook loss (_train_vqvae)
     add_run_options(parser, "vqvae_<dataset>")
 
+    from ppl_dgm.vae.prior_experiment import CodePriorConfig
+
+    parser = train.add_parser("code-prior", help="autoregressive transformer prior over a VQ-VAE run's codes (stage two)")
+    parser.set_defaults(handler=_train_code_prior)
+    add_config_options(parser, CodePriorConfig)
+    parser.add_argument("--num-samples", type=int, default=1000, help="decoded samples for FD/KID after training")
+    parser.add_argument("--classifier-dir", default="runs", help="where the digit classifier for FD is cached")
+    add_run_options(parser, "code_prior_<source run name>", distributed=False)
+
     from ppl_dgm.cli import add_eval_parser, add_sample_parser
 
     for model in ("vae", "hvae"):
@@ -45,6 +54,13 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     for model, help_text in (("ae", "held-out reconstruction error of an autoencoder run"), ("dae", "held-out reconstruction error of a denoising autoencoder run"),
                              ("vqvae", "held-out MSE and codebook perplexity of a VQ-VAE run")):
         add_eval_parser(evaluate, model, help_text, f"runs/{model}_mnist5k")
+    parser = add_sample_parser(sample, "code-prior", "decode code grids drawn from a trained prior", "runs/code_prior_vqvae_mnist5k")
+    parser.add_argument("--temperature", type=float, default=None, help="divide the prior's logits by this (default 1)")
+    parser = add_eval_parser(evaluate, "code-prior", "held-out nats per code, the two-stage bits/dim bound, FD/KID of samples",
+                             "runs/code_prior_vqvae_mnist5k")
+    parser.add_argument("--num-samples", type=int, default=1000, help="decoded samples compared with the test digits")
+    parser.add_argument("--classifier-dir", default="runs", help="where the digit classifier for FD is cached")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the samples and the dequantization")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -71,3 +87,14 @@ def _train_vqvae(args: argparse.Namespace) -> int:
         args.ema_decay = None
     config = VQVAEConfig(**{f.name: getattr(args, f.name) for f in fields(VQVAEConfig) if hasattr(args, f.name)})
     return train_command(args, config, train_vqvae, f"vqvae_{config.dataset}")
+
+
+def _train_code_prior(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ppl_dgm.cli import train_command
+    from ppl_dgm.vae.prior_experiment import CodePriorConfig, train_code_prior
+
+    config = CodePriorConfig(**{f.name: getattr(args, f.name) for f in fields(CodePriorConfig) if hasattr(args, f.name)})
+    return train_command(args, config, train_code_prior, f"code_prior_{Path(config.source_run).name}",
+                         num_samples=args.num_samples, cache_dir=args.classifier_dir)

@@ -1,0 +1,217 @@
+"""Train / load / sample / evaluate an autoregressive code prior over a trained VQ-VAE run (``ppl-dgm train code-prior``).
+
+Stage two of a VQ-VAE (van den Oord et al. 2017, sec. 3.2): the VQ-VAE is frozen, its codes of the training images
+are the data, and :class:`~ppl_dgm.vae.prior.CodePrior` is fit by maximum likelihood. Samples are code grids drawn
+from the prior and decoded. The held-out likelihood is the two-stage bound
+
+    log p(x) ≥ log p_prior(c(x)) + log p(x | c(x)),
+
+the ELBO of the point-mass posterior q(c | x) = 1[c = c(x)] (its entropy is 0), where c(x) are the nearest-code
+indices and p(x | c) = N(decoder(c), diag σ²) on uniformly dequantized 8-bit pixels, σ² per pixel the
+maximum-likelihood fit to the training digits' reconstruction errors (floored at the variance of a uniform bin,
+(1/256)²/12). It is reported in bits/dim of the 8-bit image (docs/design.md, bits/dim convention).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ppl_dgm._checks import check_positive_float, check_positive_int, check_seed
+from ppl_dgm.data import load_dataset
+from ppl_dgm.train.device import resolve_device
+from ppl_dgm.train.loop import fit
+from ppl_dgm.train.runs import RunDir
+from ppl_dgm.vae.prior import CodePrior
+
+__all__ = ["CodePriorConfig", "CodePriorModel", "train_code_prior", "load_code_prior_run", "evaluate_code_prior", "load_source_run"]
+
+
+@dataclass
+class CodePriorConfig:
+    """A code-prior run over the VQ-VAE run ``source_run``; saved as ``config.json``."""
+
+    source_run: str = field(default="", metadata={"help": "the VQ-VAE run folder whose codes the prior models"})
+    class_conditional: bool = field(default=False, metadata={"help": "start each sequence with the class token: p(c | y)"})
+    dim: int = field(default=128, metadata={"help": "transformer width"})
+    depth: int = field(default=4, metadata={"help": "transformer layers"})
+    heads: int = 4
+    dropout: float = 0.1
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 5e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source_run, str) or not self.source_run:
+            raise ValueError(f"source_run must name a VQ-VAE run folder, got {self.source_run!r}")
+        for name in ("dim", "depth", "heads", "epochs", "batch_size"):
+            check_positive_int(name, getattr(self, name))
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        check_positive_float("lr", self.lr)
+        check_seed(self.seed)
+
+
+def load_source_run(source_run: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+    """The frozen VQ-VAE (eval mode) of ``source_run`` and its config; a missing folder or another family is an error."""
+    from ppl_dgm.runs import load_run
+
+    path = Path(source_run)
+    if not (path / "config.json").is_file() or not (path / "checkpoint.pt").is_file():
+        raise FileNotFoundError(f"source_run={str(path)!r} is not a trained run folder (config.json and checkpoint.pt); "
+                                f"train one with `ppl-dgm train vqvae`")
+    run = load_run(path, device=device, family="vqvae")
+    return run.model.requires_grad_(False).eval(), run.config
+
+
+@torch.no_grad()
+def codes_of(vqvae: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+    """Nearest-code grids (N, h, w) of images (N, C, H, W), in batches on the VQ-VAE's device."""
+    device = next(vqvae.parameters()).device
+    return torch.cat([vqvae.codes(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def decode_codes(vqvae: nn.Module, codes: Tensor) -> Tensor:
+    """Images in [0, 1] of code grids (N, h, w): codebook vectors through the decoder."""
+    z_q = vqvae.quantizer.codebook[codes].permute(0, 3, 1, 2)
+    return torch.sigmoid(vqvae.decoder(z_q))
+
+
+class CodePriorModel(nn.Module):
+    """The trained prior and the frozen VQ-VAE that decodes its samples (what ``load_run`` returns for this family)."""
+
+    def __init__(self, prior: CodePrior, vqvae: nn.Module):
+        super().__init__()
+        self.prior, self.vqvae = prior, vqvae
+
+    @torch.no_grad()
+    def sample(self, n: int, y: Tensor | int | None = None, *, generator: torch.Generator | None = None, temperature: float = 1.0,
+               progress: bool = False) -> Tensor:
+        """n images in [0, 1]: code grids from the prior (of class ``y`` when class-conditional), decoded."""
+        return decode_codes(self.vqvae, self.prior.sample(n, y, generator=generator, temperature=temperature, progress=progress))
+
+
+def _build_prior(config: CodePriorConfig, num_codes: int, grid: tuple[int, int]) -> CodePrior:
+    return CodePrior(num_codes, grid, num_classes=10 if config.class_conditional else None, dim=config.dim, depth=config.depth,
+                     heads=config.heads, dropout=config.dropout)
+
+
+def _code_data(vqvae: nn.Module, vq_config: Any, split: str) -> tuple[Tensor, Tensor]:
+    images, labels = load_dataset(vq_config.dataset, split, root=vq_config.data_root).tensors[:2]
+    return codes_of(vqvae, images), labels
+
+
+def train_code_prior(config: CodePriorConfig, run_dir: str | os.PathLike, *, device: str | torch.device = "auto",
+                     resume: bool = False, progress: bool = True, max_steps: int | None = None, num_samples: int = 1000,
+                     cache_dir: str | os.PathLike = "runs") -> dict[str, Any]:
+    """Fit the prior to the codes of the source run's training images (held-out codes for validation) into ``run_dir``;
+    returns held-out nats per code, the two-stage bits/dim bound and FD/KID of ``num_samples`` decoded samples (the
+    digit classifier cached under ``cache_dir``)."""
+    device = resolve_device(device)
+    vqvae, vq_config = load_source_run(config.source_run, device)
+    train_codes, train_labels = _code_data(vqvae, vq_config, "train")
+    test_codes, test_labels = _code_data(vqvae, vq_config, "test")
+    run = RunDir(run_dir)
+    run.start(asdict(config), resume)
+    torch.manual_seed(config.seed)
+    prior = _build_prior(config, vqvae.quantizer.num_codes, tuple(train_codes.shape[1:])).to(device)
+    started = time.perf_counter()
+    model = CodePriorModel(prior, vqvae)
+
+    def write_samples(epoch: int, record: dict[str, Any]) -> None:
+        prior.eval()
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        y = torch.arange(10, device=device).repeat_interleave(8) if config.class_conditional else None
+        images = model.sample(80 if config.class_conditional else 64, y, generator=generator)
+        run.save_grid(images, "samples.png", nrow=8)
+        prior.train()
+
+    history = fit(prior, prior.loss, (train_codes, train_labels), epochs=config.epochs, batch_size=config.batch_size,
+                  optim=partial(torch.optim.AdamW, lr=config.lr, weight_decay=0.01), device=device,
+                  val_data=(test_codes, test_labels), checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path,
+                  max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples,
+                  description="code prior", grad_clip=1.0)
+    result: dict[str, Any] = {"epochs_done": len(history), "train_seconds": time.perf_counter() - started, "device": str(device)}
+    prior.eval()
+    result.update(evaluate_code_prior(model, config, vq_config, num_samples=num_samples, cache_dir=cache_dir))
+    run.write_results(result)
+    return result
+
+
+@torch.no_grad()
+def evaluate_code_prior(model: CodePriorModel, config: CodePriorConfig, vq_config: Any, *, num_samples: int = 1000, seed: int = 0,
+                        cache_dir: str | os.PathLike = "runs") -> dict[str, Any]:
+    """Held-out nats per code, the two-stage bound −log p(x) ≤ −log p(c(x)) − log p(x | c(x)) in bits/dim (module
+    docstring), and FD/KID of ``num_samples`` decoded samples against the test digits (class-conditional runs: an
+    equal number per class, and the digit classifier's accuracy on the intended class)."""
+    from ppl_dgm.metrics.frechet import extract_features, feature_classifier, sample_quality
+    from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize
+
+    prior, vqvae = model.prior.eval(), model.vqvae
+    device = next(prior.parameters()).device
+    train_images = load_dataset(vq_config.dataset, "train", root=vq_config.data_root).tensors[0]
+    test_images, test_labels = load_dataset(vq_config.dataset, "test", root=vq_config.data_root).tensors[:2]
+    generator = torch.Generator().manual_seed(seed)
+    # p(x | c): per-pixel σ² by maximum likelihood on the training reconstructions of dequantized digits
+    train_x = dequantize(train_images, generator=generator)
+    train_recon = torch.cat([decode_codes(vqvae, codes_of(vqvae, chunk).to(device)).cpu() for chunk in train_images.split(500)])
+    variance = ((train_x - train_recon) ** 2).mean(0).clamp(min=(1 / 256) ** 2 / 12)
+    test_x = dequantize(test_images, generator=generator)
+    test_codes = codes_of(vqvae, test_images)
+    test_recon = decode_codes(vqvae, test_codes.to(device)).cpu()
+    decoder = torch.distributions.Normal(test_recon, variance.sqrt())
+    log_likelihood = decoder.log_prob(test_x).flatten(1).sum(1)  # log p(x | c(x)), density of (k + u)/256
+    y = test_labels.to(device) if prior.num_classes else None
+    log_prior = torch.cat([prior.log_prob(chunk.to(device), None if y is None else y[i : i + 500]).cpu()
+                           for i, chunk in zip(range(0, len(test_codes), 500), test_codes.split(500))])
+    num_dims = test_images[0].numel()
+    result: dict[str, Any] = {
+        "test_nats_per_code": float(-log_prior.mean() / prior.length),
+        "test_prior_nats": float(-log_prior.mean()),
+        "test_decoder_nats": float(-log_likelihood.mean()),
+        "test_bits_per_dim": float(bits_per_dim(-(log_prior + log_likelihood).mean(), num_dims)),
+        "num_codes": prior.num_codes, "grid": list(prior.grid),
+    }
+    sample_generator = torch.Generator(device=device).manual_seed(seed)
+    classifier = feature_classifier(vq_config.dataset, cache_dir=cache_dir, device="cpu")
+    if prior.num_classes:
+        intended = torch.arange(10, device=device).repeat_interleave(num_samples // 10)
+        samples = torch.cat([model.sample(len(chunk), chunk, generator=sample_generator).cpu() for chunk in intended.split(250)])
+        predicted = classifier(samples.to(next(classifier.parameters()).device) * 1.0).argmax(-1).cpu()
+        result["class_accuracy"] = float((predicted == intended.cpu()).float().mean())
+    else:
+        samples = torch.cat([model.sample(min(250, num_samples - i), generator=sample_generator).cpu() for i in range(0, num_samples, 250)])
+    result.update({f"sample_{key}": value for key, value in sample_quality(samples.clamp(0, 1), vq_config.dataset, classifier=classifier, seed=seed).items()})
+    return result
+
+
+def load_code_prior_run(run_dir: str | os.PathLike, device: str | torch.device = "auto") -> tuple[CodePriorModel, CodePriorConfig]:
+    """The trained prior with its source VQ-VAE (eval mode) and the config; a source whose codebook size or grid differs
+    from the prior's is an error (the prior would index codes that do not exist)."""
+    run = RunDir(run_dir)
+    config = CodePriorConfig(**run.read_config())
+    device = resolve_device(device)
+    vqvae, vq_config = load_source_run(config.source_run, device)
+    state = run.checkpoint.load(map_location="cpu")["module"]
+    num_codes, length = state["head.weight"].shape[0], state["position"].shape[0]
+    side = math.isqrt(length)
+    if num_codes != vqvae.quantizer.num_codes:
+        raise ValueError(f"the prior in {str(run.path)!r} models {num_codes} codes but source_run={config.source_run!r} has a "
+                         f"codebook of {vqvae.quantizer.num_codes}; train a prior for that VQ-VAE run")
+    grid = tuple(codes_of(vqvae, load_dataset(vq_config.dataset, "test", root=vq_config.data_root).tensors[0][:1]).shape[1:])
+    if grid[0] * grid[1] != length:
+        raise ValueError(f"the prior in {str(run.path)!r} models {side}x{side} code grids but source_run={config.source_run!r} "
+                         f"gives {grid[0]}x{grid[1]}")
+    prior = _build_prior(config, num_codes, grid)
+    prior.load_state_dict(state)
+    return CodePriorModel(prior, vqvae).to(device).eval(), config
