@@ -41,7 +41,7 @@ def add_config_options(parser: argparse.ArgumentParser, config_class: type, *, e
 
 
 def add_run_options(parser: argparse.ArgumentParser, default_name: str, *, resumable: bool = True, distributed: bool = True,
-                    amp: bool = False, max_steps: bool = True,
+                    amp: bool = False, amp_default: str | None = None, max_steps: bool = True,
                     max_steps_help: str = "stop after this many optimizer steps (a checkpoint is written)") -> None:
     """The options every ``train`` subcommand shares, declared once (docs/design.md, "Runs")."""
     parser.add_argument("--seed", type=int, default=0, help="seeds the initialization and every epoch's data order")
@@ -55,8 +55,9 @@ def add_run_options(parser: argparse.ArgumentParser, default_name: str, *, resum
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     if distributed:
         parser.add_argument("--distributed", action="store_true", help="data-parallel under torchrun (DDP; --batch-size per process)")
-    if amp:
-        parser.add_argument("--amp", default=None, choices=("bf16",), help="bf16 autocast for the training loss (weights stay float32)")
+    if amp:  # "none" → None: float32 throughout
+        parser.add_argument("--amp", default=amp_default or "none", choices=("bf16", "none"), type=str,
+                            help=f"bf16: autocast for the training loss (weights stay float32); none: float32 (default: {amp_default or 'none'})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -121,6 +122,8 @@ def train_command(args: argparse.Namespace, config: object, train, default_name:
             break
         created = folder
     options = dict(train_options)
+    if options.get("amp") == "none":
+        options["amp"] = None
     if hasattr(args, "resume"):
         options["resume"] = args.resume
     if hasattr(args, "max_steps"):

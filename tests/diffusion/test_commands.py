@@ -53,3 +53,14 @@ def test_config_rejects_bad_input():
     unet = build_unet(DDPMConfig(dataset="mnist5k", channels=8, channel_mults=(1, 2)))
     with pytest.raises(ValueError, match="build the UNet with image_size=32"):
         unet(torch.zeros(1, 1, 32, 32), torch.ones(1))
+
+
+def test_ddpm_trains_in_bf16_by_default_and_float32_on_request():
+    """bf16 autocast is the DDPM default (held-out loss within seed noise of float32, docs/benchmarks.md); score runs keep
+    float32 until measured; ``--amp none`` is float32."""
+    from ppl_dgm.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "ddpm"]).amp == "bf16"
+    assert parser.parse_args(["train", "ddpm", "--amp", "none"]).amp == "none"
+    assert parser.parse_args(["train", "score-sde"]).amp == "none"
