@@ -18,18 +18,19 @@ from torch.utils.data import TensorDataset
 
 __all__ = ["DATASET_NAMES", "load_dataset", "image_shape", "num_classes", "mnist5k_split_indices"]
 
-DATASET_NAMES = ("mnist5k", "binarized_mnist5k", "digits", "mnist", "fashion_mnist", "cifar10")
+DATASET_NAMES = ("mnist5k", "binarized_mnist5k", "digits", "shapes", "mnist", "fashion_mnist", "cifar10")
 SPLITS = ("train", "test", "all")
 
 _IMAGE_SHAPES = {
     "mnist5k": (1, 28, 28),
     "binarized_mnist5k": (1, 28, 28),
     "digits": (1, 8, 8),
+    "shapes": (1, 32, 32),
     "mnist": (1, 28, 28),
     "fashion_mnist": (1, 28, 28),
     "cifar10": (3, 32, 32),
 }
-_NUM_CLASSES = {name: 10 for name in DATASET_NAMES}
+_NUM_CLASSES = {name: 10 for name in DATASET_NAMES} | {"shapes": 3}  # shapes: labelled by its shape factor
 
 # The seeded splits of docs/design.md ("Data"): randperm(N, seed 0), the first num_train are train.
 _MNIST5K_SIZE, _MNIST5K_NUM_TRAIN = 5000, 4000
@@ -242,6 +243,12 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
         images, labels = _select_split(images, labels, split, _MNIST5K_SIZE, _MNIST5K_NUM_TRAIN)
     elif name == "digits":
         images, labels = _select_split(*_digits_tensors(), split, _DIGITS_SIZE, _DIGITS_NUM_TRAIN)
+    elif name == "shapes":  # ppl_dgm.data.shapes: generated from a seed; the label is the shape factor
+        from ppl_dgm.data.shapes import shapes_dataset
+
+        parts = [shapes_dataset(part).tensors for part in (("train", "test") if split == "all" else (split,))]
+        images, factors = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        labels = factors[:, 0].clone()
     else:
         images, labels = _from_root(name, root, split)
     return TensorDataset(images, labels)

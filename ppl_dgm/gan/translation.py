@@ -118,7 +118,7 @@ def cyclegan_losses(generators: nn.ModuleDict, discriminators: nn.ModuleDict, cy
 @torch.no_grad()
 def evaluate_translation(generator: nn.Module, config: TranslationConfig, device: torch.device) -> tuple[dict[str, float], Tensor]:
     """Held-out L1 in [0, 1] pixel units (translation vs the true target; CycleGAN also cycle error), and a grid
-    (source | output | target rows of 10)."""
+    (source | output | target rows of 10; CycleGAN adds a fourth row, the sources' cycle reconstructions F(G(a)))."""
     source, target, _ = (t.to(device) for t in load_pairs(config.task, "test").tensors)
     generator.eval()
     try:
@@ -134,6 +134,13 @@ def evaluate_translation(generator: nn.Module, config: TranslationConfig, device
     finally:
         generator.train()
     grid = torch.cat([source[:10], output[:10], target[:10]])
+    if config.model == "cyclegan":
+        generator.eval()
+        try:
+            cycle = (generator["ba"](generator["ab"](source[:10] * 2 - 1)) + 1) / 2
+        finally:
+            generator.train()
+        grid = torch.cat([grid, cycle.clamp(0, 1)])
     return metrics, grid
 
 

@@ -93,7 +93,8 @@ def test_loads_return_fresh_tensors():
 def test_shape_and_class_helpers():
     assert image_shape("mnist") == (1, 28, 28) and image_shape("digits") == (1, 8, 8)
     assert image_shape("cifar10") == (3, 32, 32)
-    assert all(num_classes(name) == 10 for name in DATASET_NAMES)
+    assert all(num_classes(name) == 10 for name in DATASET_NAMES if name != "shapes")
+    assert num_classes("shapes") == 3 and image_shape("shapes") == (1, 32, 32)
 
 
 def test_importing_ppl_dgm_data_is_lean():
