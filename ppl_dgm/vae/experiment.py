@@ -25,11 +25,12 @@ from ppl_dgm.vae.likelihoods import CONTINUOUS_LIKELIHOODS, LIKELIHOOD_NAMES
 from ppl_dgm.vae.manifold import interpolate, latent_manifold
 from ppl_dgm.vae.vae import POSTERIORS, VAE, conv_vae, mlp_vae
 
-__all__ = ["VAEConfig", "build_vae", "vae_data", "train_vae", "load_vae_run", "evaluate_vae", "write_grids"]
+__all__ = ["VAEConfig", "build_vae", "binarized_data", "vae_data", "train_vae", "load_vae_run", "evaluate_vae", "latent_usage", "write_grids",
+           "write_reconstructions"]
 
 ARCHITECTURES = ("mlp", "conv")
 MODELS = ("vae", "hvae")
-DATASETS = ("mnist5k", "digits", "mnist", "fashion_mnist", "cifar10")
+DATASETS = ("mnist5k", "digits", "shapes", "mnist", "fashion_mnist", "cifar10")
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 
 
@@ -98,13 +99,19 @@ def _binarize(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return torch.bernoulli(images, generator=torch.Generator().manual_seed(seed))
 
 
+def binarized_data(dataset: str, split: str, root: str | None = None) -> TensorDataset:
+    """The binarized split every Bernoulli model trains/evaluates on: ``binarized_mnist5k`` for mnist5k, else one
+    fixed seeded binarization of the grey levels."""
+    if dataset == "mnist5k":
+        return load_dataset("binarized_mnist5k", split)
+    x, y = load_dataset(dataset, split, root=root).tensors
+    return TensorDataset(_binarize(x), y)
+
+
 def vae_data(config: VAEConfig, split: str) -> TensorDataset:
     """The split a config trains/evaluates on: binarized images for Bernoulli, 8-bit images (k/255) otherwise."""
     if config.likelihood == "bernoulli":
-        if config.dataset == "mnist5k":
-            return load_dataset("binarized_mnist5k", split)
-        x, y = load_dataset(config.dataset, split, root=config.data_root).tensors
-        return TensorDataset(_binarize(x), y)
+        return binarized_data(config.dataset, split, config.data_root)
     return load_dataset(config.dataset, split, root=config.data_root)
 
 
@@ -135,11 +142,44 @@ def evaluate_vae(vae: VAE | HVAE, config: VAEConfig, data: TensorDataset, k: int
         bounds = [iwae_log_likelihood(vae.model, vae.guide, chunk, k) for chunk in x.split(100)]
         best = result["test_iwae_nats"] = torch.cat(bounds).mean().item()
         result["iwae_k"] = k
+    result.update(latent_usage(vae, data.tensors[0]))
     num_dims = data.tensors[0][0].numel()
     if config.likelihood in CONTINUOUS_LIKELIHOODS:  # a density of (k + u)/256: add D·log 256 (change of variables)
         result["test_bits_per_dim"] = bits_per_dim(-best, num_dims)
     elif config.likelihood == "discretized_gaussian":  # already a probability of the 8-bit image
         result["test_bits_per_dim"] = bits_per_dim(-best, num_dims, data_scale=1.0)
+    return result
+
+
+def write_reconstructions(run: RunDir, model: nn.Module, test_images: torch.Tensor) -> None:
+    """reconstructions.png: rows alternate 8 held-out images and their 8 ``model.reconstruct`` images."""
+    originals = test_images[:32]
+    reconstructions = model.reconstruct(originals)
+    pairs = torch.stack([originals.view(4, 8, *originals.shape[1:]), reconstructions.view(4, 8, *originals.shape[1:])], 1)
+    run.save_grid(pairs.flatten(0, 2), "reconstructions.png", nrow=8)
+
+
+@torch.no_grad()
+def latent_usage(vae: VAE | HVAE, x: torch.Tensor, threshold: float = 0.01, batch_size: int = 500) -> dict[str, Any]:
+    """Active units per latent layer, A_u = Cov_x(E_q[u | x]) > ``threshold`` (Burda et al. 2016, sec. 5.2), and the
+    held-out mean KL(q(u | x) ‖ N(0, 1)) of each dimension in nats (the VAE's z; the HVAE's top layer z2, whose prior is
+    N(0, I), with q(z2 | z1) at z1 = E_q[z1 | x]; for a full-covariance guide, of its marginals). Posterior collapse
+    shows as dimensions with near-zero KL and variance."""
+    device = next(vae.parameters()).device
+    layers: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    for chunk in x.split(batch_size):
+        loc1, scale1 = vae.encode(chunk.to(device))
+        layers.setdefault("z1" if isinstance(vae, HVAE) else "z", []).append((loc1, scale1))
+        if isinstance(vae, HVAE):
+            layers.setdefault("z2", []).append(vae.encoder2(loc1))
+    result: dict[str, Any] = {}
+    for name, parts in layers.items():
+        loc, scale = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        result[f"active_units_{name}"] = int((loc.var(0) > threshold).sum())
+        if name in ("z", "z2"):
+            posterior = torch.distributions.Normal(loc, scale)
+            standard = torch.distributions.Normal(torch.zeros_like(loc), torch.ones_like(loc))
+            result[f"kl_per_dim_{name}"] = torch.distributions.kl_divergence(posterior, standard).mean(0).tolist()
     return result
 
 
@@ -149,11 +189,7 @@ def write_grids(run: RunDir, model: nn.Module, test_images: torch.Tensor, seed: 
     if hasattr(model, "sample"):
         samples = model.sample(64, generator=torch.Generator(device=test_images.device).manual_seed(seed))
         run.save_grid(samples, "samples.png", nrow=8)
-    originals = test_images[:32]
-    reconstructions = model.reconstruct(originals)
-    # rows alternate: 8 originals, then their 8 reconstructions
-    pairs = torch.stack([originals.view(4, 8, *originals.shape[1:]), reconstructions.view(4, 8, *originals.shape[1:])], 1)
-    run.save_grid(pairs.flatten(0, 2), "reconstructions.png", nrow=8)
+    write_reconstructions(run, model, test_images)
     # four interpolations between pairs of held-out digits, one per row
     rows = [interpolate(model, test_images[2 * i], test_images[2 * i + 1], steps=10) for i in range(4)]
     run.save_grid(torch.cat(rows), "interpolations.png", nrow=10)

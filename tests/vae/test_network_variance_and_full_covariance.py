@@ -122,3 +122,27 @@ def test_config_builds_and_rejects():
     with pytest.raises(ValueError, match="reparameterized=False .* diagonal guide only"):
         from ppl_dgm.vae.vae import VAE
         VAE(vae.encoder, vae.decoder, vae.likelihood, 4, reparameterized=False)
+
+
+def test_active_units_and_per_dimension_kl():
+    """A VAE whose encoder ignores all but 2 latent dims (means constant, scales 1) has 2 active units and zero KL on
+    the rest; the HVAE reports both layers."""
+    from ppl_dgm.vae.experiment import latent_usage
+    from ppl_dgm.vae.hvae import mlp_hvae
+
+    torch.manual_seed(0)
+    vae = mlp_vae((1, 8, 8), latent_dim=5, hidden=(16,))
+    with torch.no_grad():
+        last = vae.encoder.net.layers[-1]
+        last.weight[2:5].zero_()
+        last.bias[2:5].zero_()   # loc_j = 0 for j ≥ 2
+        last.weight[5:].zero_()
+        last.bias[5:].fill_(math.log(math.e - 1))  # softplus → 1: scale ≈ 1 + 1e-5 for all
+    x = torch.rand(200, 1, 8, 8)
+    usage = latent_usage(vae, x, threshold=1e-6)
+    assert usage["active_units_z"] == 2
+    assert all(kl < 1e-8 for kl in usage["kl_per_dim_z"][2:]) and all(kl > 0 for kl in usage["kl_per_dim_z"][:2])
+    loc, _ = vae.encode(x)
+    assert usage["kl_per_dim_z"][0] == pytest.approx(float((0.5 * loc[:, 0] ** 2).mean()), rel=1e-3)  # KL(N(μ, 1)‖N(0, 1))
+    hvae_usage = latent_usage(mlp_hvae((1, 8, 8), (4, 3), (16, 8)), x)
+    assert set(hvae_usage) == {"active_units_z1", "active_units_z2", "kl_per_dim_z2"} and len(hvae_usage["kl_per_dim_z2"]) == 3
