@@ -57,6 +57,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("ae", f"{_AE}:AEConfig", f"{_AE}:load_autoencoder_run", "corruption", (0, 0.0)),
     Family("dae", f"{_AE}:AEConfig", f"{_AE}:load_autoencoder_run"),  # corruption > 0
     Family("vqvae", f"{_AE}:VQVAEConfig", f"{_AE}:load_autoencoder_run"),
+    Family("dvae", "ppl_dgm.vae.dvae_experiment:DVAEConfig", "ppl_dgm.vae.dvae_experiment:load_dvae_run"),
     Family("code-prior", "ppl_dgm.vae.prior_experiment:CodePriorConfig", "ppl_dgm.vae.prior_experiment:load_code_prior_run"),
     Family("ddpm", "ppl_dgm.diffusion.experiment:DDPMConfig", "ppl_dgm.diffusion.experiment:load_ddpm_run"),
     Family("latent-ddpm", "ppl_dgm.diffusion.latent:LatentDDPMConfig", "ppl_dgm.diffusion.latent:load_latent_ddpm_run"),
@@ -201,7 +202,8 @@ def _no_options(run: Run, options: dict[str, Any], allowed: tuple[str, ...] = ()
 
 
 def _sample_model(run, n, sampler, steps, generator, progress, options):
-    """Families whose model samples itself, ``model.sample(n, generator=)``, with no sampler to choose (VAE, HVAE, LVM)."""
+    """Families whose model samples itself, ``model.sample(n, generator=)``, with no sampler to choose (VAE, HVAE, LVM;
+    dVAE: codes from its uniform prior, decoded — stage one's model, not digits)."""
     _refuse(run, "sampler", sampler), _refuse(run, "steps", steps), _no_options(run, options)
     return run.model.sample(n, generator=generator)
 
@@ -214,6 +216,15 @@ def _evaluate_vae(run, options):
         check_positive_int("iwae_k", options["iwae_k"])
     return evaluate_vae(run.model, run.config, vae_data(run.config, "test"), k=options.get("iwae_k"))
 
+
+
+def _evaluate_dvae(run, options):
+    from ppl_dgm.vae.dvae_experiment import dvae_data, evaluate_dvae
+
+    _no_options(run, options, ("iwae_k",))
+    if options.get("iwae_k") is not None:
+        check_positive_int("iwae_k", options["iwae_k"])
+    return evaluate_dvae(run.model, dvae_data(run.config, "test"), k=options.get("iwae_k"))
 
 
 def _sample_not_generative(run, n, sampler, steps, generator, progress, options):
@@ -363,15 +374,16 @@ def _evaluate_code_prior(run, options):
     from ppl_dgm.vae.prior_experiment import evaluate_code_prior, load_source_run
 
     _no_options(run, options, ("num_samples", "seed", "cache_dir"))
-    _, vq_config = load_source_run(run.config.source_run, run.device)
-    return evaluate_code_prior(run.model, run.config, vq_config, **options)
+    _, source_config = load_source_run(run.config.source_run, run.device)
+    return evaluate_code_prior(run.model, run.config, source_config, **options)
 
 
 _SAMPLE: dict[str, Callable] = {"vae": _sample_model, "ae": _sample_not_generative, "vqvae": _sample_not_generative,
                                 "ddpm": _sample_ddpm, "latent-ddpm": _sample_latent, "score-sde": _sample_score,
                                 "ebm": _sample_ebm, "gan": _sample_gan, "pix2pix": _sample_translation, "lvm": _sample_model,
-                                "code-prior": _sample_code_prior}
+                                "code-prior": _sample_code_prior, "dvae": _sample_model}
 _EVALUATE: dict[str, Callable] = {"vae": _evaluate_vae, "ae": _evaluate_ae, "vqvae": _evaluate_ae, "ddpm": _evaluate_ddpm,
                                   "latent-ddpm": _evaluate_by_samples, "score-sde": _evaluate_score, "ebm": _evaluate_ebm,
                                   "gan": _evaluate_gan,
-                                  "pix2pix": _evaluate_translation, "lvm": _evaluate_lvm, "code-prior": _evaluate_code_prior}
+                                  "pix2pix": _evaluate_translation, "lvm": _evaluate_lvm, "code-prior": _evaluate_code_prior,
+                                  "dvae": _evaluate_dvae}

@@ -30,6 +30,13 @@ def _vqvae(epochs):
     return lambda path, resume: train_vqvae(config, path, device="cpu", progress=False, resume=resume)
 
 
+def _dvae(epochs):
+    from ppl_dgm.vae.dvae_experiment import DVAEConfig, train_dvae
+
+    config = DVAEConfig(dataset="digits", num_codes=8, code_dim=4, channels=8, batch_size=250, anneal_rate=0.1, epochs=epochs)
+    return lambda path, resume: train_dvae(config, path, device="cpu", progress=False, resume=resume)
+
+
 def _ddpm(epochs):
     from ppl_dgm.diffusion.experiment import DDPMConfig, train_ddpm
 
@@ -83,6 +90,7 @@ FAMILIES = {
     "ae": lambda e: _ae(e),
     "dae": lambda e: _ae(e, corruption=0.3),
     "vqvae": _vqvae,
+    "dvae": _dvae,
     "ddpm": _ddpm,
     "latent-ddpm": _latent_ddpm,
     "score-sde": lambda e: _score(e, dataset="checkerboard"),

@@ -194,6 +194,7 @@ def fit(
     log_every: int = 50,
     progress: bool = True,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
     description: str = "train",
     amp: str | None = None,
     divergence_factor: float | None = DIVERGENCE_FACTOR,
@@ -224,6 +225,9 @@ def fit(
     saved and restored around it, so what it draws never changes training) → history → checkpoint →
     ``metrics.jsonl``. The adversarial loop keeps the same order.
     Extending a run: resume with a larger ``epochs``; nothing in the loop depends on the total.
+    ``on_step(step)`` runs before every training step with the number of optimizer steps already taken (restored on
+    resume), for per-step schedules (a Gumbel-softmax temperature); a schedule that is a function of ``step`` alone
+    resumes exactly.
     """
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
@@ -349,6 +353,8 @@ def fit(
             running_count = 0
             batch_index = start_batch
             for batch in iterate_minibatches(tensors, batch_size, order, start=start_batch):
+                if on_step is not None:
+                    on_step(step)
                 if transform is not None:
                     batch = transform(batch)
                 with autocast():

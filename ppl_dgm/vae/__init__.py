@@ -1,4 +1,5 @@
-"""Variational autoencoders as Pyro model/guide pairs (VAE, two-layer HVAE) and the VQ-VAE (plain torch)."""
+"""Variational autoencoders as Pyro model/guide pairs (VAE, two-layer HVAE, discrete VAE) and the VQ-VAE (plain torch)."""
+from ppl_dgm.vae.dvae import DiscreteVAE
 from ppl_dgm.vae.hvae import HVAE, mlp_hvae
 from ppl_dgm.vae.likelihoods import BernoulliLikelihood, GaussianLikelihood, make_likelihood
 from ppl_dgm.vae.vae import VAE, GaussianEncoder, conv_vae, mlp_vae
@@ -16,4 +17,5 @@ __all__ = [
     "mlp_hvae",
     "VQVAE",
     "VectorQuantizer",
+    "DiscreteVAE",
 ]

@@ -1,4 +1,5 @@
-"""``ppl-dgm train|sample|eval vae``: argument parsers and handlers (all logic lives in :mod:`ppl_dgm.vae.experiment`)."""
+"""``ppl-dgm train|sample|eval`` for the VAE subpackage (vae, hvae, ae, dae, vqvae, dvae, code-prior): argument parsers and
+handlers (all logic lives in the experiment modules)."""
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,17 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     add_config_options(parser, VQVAEConfig)  # --ema-decay 0 means None, the codebook loss (_train_vqvae)
     add_run_options(parser, "vqvae_<dataset>")
 
+    from ppl_dgm.vae.dvae_experiment import DVAEConfig
+
+    parser = train.add_parser("dvae", help="discrete VAE by SVI: categorical latent grid, Gumbel-softmax relaxation, annealed τ")
+    parser.set_defaults(handler=_train_dvae)
+    add_config_options(parser, DVAEConfig)
+    parser.add_argument("--iwae-k", type=int, default=None, help="also report the held-out IWAE bound with k samples (e.g. 100)")
+    add_run_options(parser, "dvae_<dataset>")
+
     from ppl_dgm.vae.prior_experiment import CodePriorConfig
 
-    parser = train.add_parser("code-prior", help="autoregressive transformer prior over a VQ-VAE run's codes (stage two)")
+    parser = train.add_parser("code-prior", help="autoregressive transformer prior over a VQ-VAE or dVAE run's codes (stage two)")
     parser.set_defaults(handler=_train_code_prior)
     add_config_options(parser, CodePriorConfig)
     parser.add_argument("--num-samples", type=int, default=1000, help="decoded samples for FD/KID after training")
@@ -54,9 +63,14 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
     for model, help_text in (("ae", "held-out reconstruction error of an autoencoder run"), ("dae", "held-out reconstruction error of a denoising autoencoder run"),
                              ("vqvae", "held-out MSE and codebook perplexity of a VQ-VAE run")):
         add_eval_parser(evaluate, model, help_text, f"runs/{model}_mnist5k")
+    add_sample_parser(sample, "dvae", "decode codes drawn from the dVAE's uniform prior (not digits: stage two's code-prior "
+                      "generates those)", "runs/dvae_mnist5k")
+    parser = add_eval_parser(evaluate, "dvae", "held-out discrete ELBO / IWAE (nats), KL and codebook usage of a dVAE run",
+                             "runs/dvae_mnist5k")
+    parser.add_argument("--iwae-k", type=int, default=None, help="importance samples for the IWAE bound (e.g. 100)")
     parser = add_sample_parser(sample, "code-prior", "decode code grids drawn from a trained prior", "runs/code_prior_vqvae_mnist5k")
     parser.add_argument("--temperature", type=float, default=None, help="divide the prior's logits by this (default 1)")
-    parser = add_eval_parser(evaluate, "code-prior", "held-out nats per code, the two-stage bits/dim bound, FD/KID of samples",
+    parser = add_eval_parser(evaluate, "code-prior", "held-out nats per code, the two-stage bound (bits/dim or nats), FD/KID of samples",
                              "runs/code_prior_vqvae_mnist5k")
     parser.add_argument("--num-samples", type=int, default=1000, help="decoded samples compared with the test digits")
     parser.add_argument("--classifier-dir", default="runs", help="where the digit classifier for FD is cached")
@@ -87,6 +101,14 @@ def _train_vqvae(args: argparse.Namespace) -> int:
         args.ema_decay = None
     config = VQVAEConfig(**{f.name: getattr(args, f.name) for f in fields(VQVAEConfig) if hasattr(args, f.name)})
     return train_command(args, config, train_vqvae, f"vqvae_{config.dataset}")
+
+
+def _train_dvae(args: argparse.Namespace) -> int:
+    from ppl_dgm.cli import train_command
+    from ppl_dgm.vae.dvae_experiment import DVAEConfig, train_dvae
+
+    config = DVAEConfig(**{f.name: getattr(args, f.name) for f in fields(DVAEConfig) if hasattr(args, f.name)})
+    return train_command(args, config, train_dvae, f"dvae_{config.dataset}", iwae_k=args.iwae_k)
 
 
 def _train_code_prior(args: argparse.Namespace) -> int:

@@ -92,7 +92,8 @@ class VQVAE(nn.Module):
     """Conv encoder → vector quantizer → conv decoder, trained on MSE + codebook + commitment losses.
 
     ``encode(x)`` gives the continuous z_e (B, D, s, s); ``decode(z)`` quantizes then decodes;
-    ``reconstruct(x)`` does both; ``codes(x)`` gives the discrete latents (B, s, s).
+    ``reconstruct(x)`` does both; ``codes(x)`` gives the discrete latents (B, s, s) and ``decode_codes(codes)`` their
+    images; ``num_codes`` is the codebook size.
     """
 
     def __init__(
@@ -123,9 +124,18 @@ class VQVAE(nn.Module):
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encoder(x))
 
+    @property
+    def num_codes(self) -> int:
+        return self.quantizer.num_codes
+
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         return self.quantizer(self.encoder(x))[1]
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] of code grids (B, s, s): codebook vectors through the decoder."""
+        return torch.sigmoid(self.decoder(self.quantizer.codebook[codes].permute(0, 3, 1, 2)))
 
     def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruction MSE per pixel, codebook/commitment losses, perplexity and their ``total``."""
