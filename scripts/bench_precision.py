@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ppl_dgm.data import load_dataset
 from ppl_dgm.diffusion.experiment import DDPMConfig, train_ddpm
 from ppl_dgm.sde.experiment import ScoreConfig, train_score
 
@@ -32,7 +33,7 @@ def train_once(family: str, steps: int, seed: int, amp: str | None, device: str,
         config = ScoreConfig(model=family, dataset="mnist5k", seed=seed,
                              **({"sigma_min": 0.02, "sigma_max": 2.0} if family == "ncsn" else {}))
         train = train_score
-    steps_per_epoch = -(-4000 // config.batch_size)  # mnist5k: 4,000 training digits
+    steps_per_epoch = -(-len(load_dataset("mnist5k", "train")) // config.batch_size)
     if steps % steps_per_epoch:
         raise ValueError(f"--steps {steps} is not a whole number of {family} epochs ({steps_per_epoch} steps each)")
     config.epochs = steps // steps_per_epoch

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
@@ -35,11 +36,11 @@ def _check_mask(mask: object, shape: torch.Size) -> Tensor:
     if not isinstance(mask, Tensor):
         raise TypeError(f"mask must be a tensor of 0s and 1s, got {type(mask).__name__}")
     try:
-        torch.broadcast_shapes(mask.shape, shape)
-        if torch.broadcast_shapes(mask.shape, shape) != shape:
-            raise RuntimeError
+        broadcast = torch.broadcast_shapes(mask.shape, shape)
     except RuntimeError:
-        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the images' shape {tuple(shape)}") from None
+        broadcast = None
+    if broadcast != shape:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not broadcast to the images' shape {tuple(shape)}")
     if not ((mask == 0) | (mask == 1)).all():
         raise ValueError("mask must hold only 0 (unknown) and 1 (known)")
     return mask
@@ -112,10 +113,10 @@ def inpaint(eps_model, schedule: NoiseSchedule, x_known: Tensor, mask: Tensor, *
     return x
 
 
-class LinearDegradation:
+class LinearDegradation(ABC):
     """y = H x + σ_y z through the SVD H = U Σ Vᵀ that DDRM works in (Kawar et al. 2022, sec. 3): ``to_spectral`` (Vᵀ),
     ``from_spectral`` (V), ``singular_values`` (s, in the spectral layout, 0 where H sees nothing), ``observe`` (H x)
-    and ``observation_in_spectral`` (ȳ = Σ^† Uᵀ y, 0 where s = 0)."""
+    and ``observation_in_spectral`` (ȳ = Σ^† Uᵀ y, 0 where s = 0). V defaults to the identity (pixel space)."""
 
     def to_spectral(self, x: Tensor) -> Tensor:
         return x
@@ -123,14 +124,17 @@ class LinearDegradation:
     def from_spectral(self, x: Tensor) -> Tensor:
         return x
 
+    @abstractmethod
     def singular_values(self, like: Tensor) -> Tensor:
-        raise NotImplementedError
+        """s per spectral coordinate, shaped like ``like``."""
 
+    @abstractmethod
     def observe(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
+        """H x."""
 
+    @abstractmethod
     def observation_in_spectral(self, y: Tensor, like: Tensor) -> Tensor:
-        raise NotImplementedError
+        """ȳ = Σ^† Uᵀ y in the spectral layout of ``like``."""
 
 
 class Denoising(LinearDegradation):
