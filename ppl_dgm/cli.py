@@ -12,8 +12,10 @@ from typing import Any, Mapping, Sequence, get_args, get_origin, get_type_hints
 
 __all__ = ["main", "build_parser", "add_config_options", "add_run_options", "train_command", "sample_command", "evaluate_command"]
 
-SAMPLE_OPTIONS = ("eta", "guidance_scale", "step_size", "truncation", "temperature")
-EVALUATE_OPTIONS = ("iwae_k", "num_images", "batch_size", "num_examples", "num_samples", "seed", "classifier_dir", "inception_weights")
+SAMPLE_OPTIONS = ("eta", "guidance_scale", "classifier", "classifier_scale", "step_size", "truncation", "temperature",
+                  "inpaint", "upsample", "method", "resample", "num_particles")
+EVALUATE_OPTIONS = ("iwae_k", "num_images", "batch_size", "num_examples", "num_samples", "seed", "classifier_dir", "inception_weights",
+                    "sampler", "steps", "eta")  # the last three: families evaluated through a sampler (palette)
 
 
 def add_config_options(parser: argparse.ArgumentParser, config_class: type, *, exclude: Sequence[str] = (),
@@ -166,7 +168,15 @@ def sample_command(args: argparse.Namespace) -> int:
     else:
         out = Path(args.out) if args.out else run.path / "samples_cli.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        save_image(samples.cpu(), out, nrow=run.grid_rows(samples.shape[0]), padding=2, pad_value=1.0)
+        nrow = max(1, samples.shape[0] // 10) if options.get("classifier") else run.grid_rows(samples.shape[0])  # guided: a row per class
+        if options.get("inpaint") is not None or options.get("upsample") is not None:  # rows: observation, restoration, truth
+            import torch
+
+            from ppl_dgm.diffusion.inverse import held_out_observations
+
+            seen = held_out_observations(run.config, args.n, inpaint_mask=options.get("inpaint"), upsample=options.get("upsample"))
+            samples, nrow = torch.cat([seen["observed"], samples.cpu(), seen["truth"]]), samples.shape[0]
+        save_image(samples.cpu(), out, nrow=nrow, padding=2, pad_value=1.0)
     print(f"wrote {out}")
     return 0
 

@@ -61,6 +61,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("code-prior", "ppl_dgm.vae.prior_experiment:CodePriorConfig", "ppl_dgm.vae.prior_experiment:load_code_prior_run"),
     Family("ddpm", "ppl_dgm.diffusion.experiment:DDPMConfig", "ppl_dgm.diffusion.experiment:load_ddpm_run"),
     Family("latent-ddpm", "ppl_dgm.diffusion.latent:LatentDDPMConfig", "ppl_dgm.diffusion.latent:load_latent_ddpm_run"),
+    Family("palette", "ppl_dgm.diffusion.palette:PaletteConfig", "ppl_dgm.diffusion.palette:load_palette_run"),
     Family("score-sde", f"{_SCORE}:ScoreConfig", f"{_SCORE}:load_score_run", "model", ("score-sde",)),
     Family("ncsn", f"{_SCORE}:ScoreConfig", f"{_SCORE}:load_score_run", "model", ("ncsn",)),
     Family("ebm", "ppl_dgm.sde.ebm_experiment:EBMConfig", "ppl_dgm.sde.ebm_experiment:load_ebm_run"),
@@ -68,6 +69,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("pix2pix", f"{_TRANSLATION}:TranslationConfig", f"{_TRANSLATION}:load_translation_run", "model", ("pix2pix",)),
     Family("cyclegan", f"{_TRANSLATION}:TranslationConfig", f"{_TRANSLATION}:load_translation_run", "model", ("cyclegan",)),
     Family("lvm", "ppl_dgm.lvm.experiment:LVMConfig", "ppl_dgm.lvm.experiment:load_lvm_run"),
+    Family("noisy-classifier", "ppl_dgm.diffusion.classifier_experiment:NoisyClassifierConfig",
+           "ppl_dgm.diffusion.classifier_experiment:load_noisy_classifier_run"),
 )
 FAMILY_NAMES = tuple(family.name for family in FAMILIES)
 _EXTRA_KEYS = {"latent-ddpm": {"vae_run"}}  # saved next to the config's own fields
@@ -101,7 +104,7 @@ def run_family(path: str | os.PathLike) -> str:
 
 
 def _image_grid_rows(family: str, config: Any, n: int) -> int:
-    conditional = ((family in ("ddpm", "code-prior") and config.class_conditional)
+    conditional = ((family in ("ddpm", "code-prior", "latent-ddpm") and config.class_conditional)
                    or (family == "gan" and config.arch == "cgan"))
     return max(1, n // 10) if conditional else 8
 
@@ -130,11 +133,15 @@ class Run:
     def sample(self, n: int, *, sampler: str | None = None, steps: int | None = None, seed: int = 0, progress: bool = False,
                **options: Any) -> torch.Tensor:
         """``n`` samples: images (n, C, H, W) in [0, 1], or points (n, 2) for toy 2-D runs. Class-conditional runs
-        give n // 10 per class (labels 0..9 in order); translation runs translate the first n held-out sources.
+        give n // 10 per class (labels 0..9 in order); translation runs translate the first n held-out sources (a palette
+        run also takes ``source=`` images (n, 1, 28, 28) in [0, 1] to translate instead).
 
         ``sampler``/``steps`` choose the family's sampler and its number of steps (``None``: the run's default);
         ``seed`` seeds a ``torch.Generator`` on the run's device; other ``options`` go to the family's sampler
-        (``eta``, ``guidance_scale``, ``step_size``, ``truncation``). A family without that choice says so.
+        (``eta``, ``guidance_scale``, ``step_size``, ``truncation``; a DDPM run also takes ``classifier``, a noisy-classifier
+        run folder or Run, and ``classifier_scale`` s: classifier guidance, n // 10 per class; or ``inpaint=MASK`` /
+        ``upsample=FACTOR`` with ``method``, ``resample``, ``num_particles``, ``images``: its first n held-out test images
+        restored, see :func:`ppl_dgm.diffusion.inverse.restore_run`). A family without that choice says so.
         """
         n = check_positive_int("n", n)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -146,7 +153,7 @@ class Run:
 
     def evaluate(self, *, progress: bool = False, **options: Any) -> dict[str, Any]:
         """The family's held-out figures (ELBO/IWAE nats, bits/dim, ODE NLL, FD/KID, L1, log-likelihood)."""
-        if self.family in ("ddpm", "score-sde"):
+        if self.family in ("ddpm", "score-sde", "palette"):
             options["progress"] = progress
         return _EVALUATE[_group(self.family)](self, options)
 
@@ -247,10 +254,34 @@ def _evaluate_ae(run, options):
 def _sample_ddpm(run, n, sampler, steps, generator, progress, options):
     from ppl_dgm.diffusion.experiment import sample_run
 
-    _no_options(run, options, ("eta", "guidance_scale", "callback"))
+    _no_options(run, options, ("eta", "guidance_scale", "callback", "classifier", "classifier_scale") + _RESTORATION_OPTIONS)
+    if options.get("inpaint") is not None or options.get("upsample") is not None:
+        return _restore_ddpm(run, n, sampler, steps, generator, progress, options)
+    if options.get("classifier") is not None:  # a noisy-classifier run (folder or Run) for classifier guidance
+        from ppl_dgm.diffusion.classifier_experiment import guiding_classifier
+
+        options["classifier"] = guiding_classifier(options["classifier"], run.config, ddpm_name=repr(str(run.path)), device=run.device)
     images, _ = sample_run(run.model, run.config, n, sampler=sampler or "ddim", steps=steps, generator=generator,
                            progress=progress, **options)
     return images
+
+
+_RESTORATION_OPTIONS = ("inpaint", "upsample", "method", "resample", "num_particles", "images")
+
+
+def _restore_ddpm(run, n, sampler, steps, generator, progress, options):
+    """``inpaint=MASK`` or ``upsample=FACTOR``: the run's first n held-out test images (or ``images``) restored by its
+    unconditional network (:func:`ppl_dgm.diffusion.inverse.restore_run`)."""
+    from ppl_dgm.diffusion.inverse import restore_run
+
+    if sampler is not None:
+        raise ValueError(f"sampler={sampler!r}: restoration (inpaint/upsample) has its own samplers; choose one with method=")
+    other = sorted(set(options) - set(_RESTORATION_OPTIONS) - {"callback"})
+    if other:
+        raise ValueError(f"{other[0]}={options[other[0]]!r} does not apply to restoration (inpaint/upsample)")
+    restoration = {name: options[name] for name in ("method", "resample", "num_particles", "images") if options.get(name) is not None}
+    return restore_run(run.model, run.config, n, inpaint_mask=options.get("inpaint"), upsample=options.get("upsample"), steps=steps,
+                       generator=generator, progress=progress, callback=options.get("callback"), **restoration)
 
 
 def _evaluate_ddpm(run, options):
@@ -261,11 +292,41 @@ def _evaluate_ddpm(run, options):
 
 
 
+def _sample_palette(run, n, sampler, steps, generator, progress, options):
+    """One translation per source: the first n held-out sources of the run's task, or ``source`` (n, 1, 28, 28)."""
+    from ppl_dgm.data.pairs import load_pairs
+    from ppl_dgm.diffusion.palette import sample_palette
+
+    _no_options(run, options, ("eta", "callback", "source"))
+    source = options.pop("source", None)
+    if source is None:
+        held_out = load_pairs(run.config.task, "test").tensors[0]
+        if n > len(held_out):
+            raise ValueError(f"n={n} exceeds the {len(held_out)} held-out sources of task {run.config.task!r}")
+        source = held_out[:n]
+    elif not isinstance(source, torch.Tensor) or source.ndim < 1 or source.shape[0] != n:
+        raise ValueError(f"source must hold n={n} images (n, 1, 28, 28), got {tuple(source.shape) if isinstance(source, torch.Tensor) else source!r}")
+    return sample_palette(run.model, run.config, source, sampler=sampler or "ddim", steps=steps, generator=generator,
+                          progress=progress, **options)
+
+
+def _evaluate_palette(run, options):
+    from ppl_dgm.diffusion.palette import evaluate_palette
+
+    _no_options(run, options, ("num_images", "batch_size", "seed", "cache_dir", "sampler", "steps", "eta", "progress"))
+    return evaluate_palette(run.model, run.config, **options)
+
+
+
 def _sample_latent(run, n, sampler, steps, generator, progress, options):
     from ppl_dgm.diffusion.experiment import build_schedule
     from ppl_dgm.diffusion.latent import sample_latent_ddpm
 
-    _no_options(run, options, ("eta", "callback"))
+    _no_options(run, options, ("eta", "callback", "guidance_scale"))
+    if options.get("guidance_scale") is None:
+        options.pop("guidance_scale", None)
+        if run.config.class_conditional:
+            options["guidance_scale"] = run.config.guidance_scale
     sampler = sampler or run.config.sampler
     if steps is not None and sampler == "ancestral":
         raise ValueError(f"steps={steps}: the ancestral sampler always takes the run's num_steps={run.config.num_steps} steps; "
@@ -378,12 +439,26 @@ def _evaluate_code_prior(run, options):
     return evaluate_code_prior(run.model, run.config, source_config, **options)
 
 
+def _sample_classifier(run, n, sampler, steps, generator, progress, options):
+    raise ValueError(f"a noisy-classifier run is a classifier p_φ(y | x_t, t), not a generative model: it guides a DDPM run "
+                     f"(`ppl-dgm sample ddpm DDPM_RUN --classifier {run.path} --classifier-scale S`)")
+
+
+def _evaluate_noisy_classifier(run, options):
+    from ppl_dgm.diffusion.classifier_experiment import evaluate_noisy_classifier
+
+    _no_options(run, options, ("num_examples", "seed"))
+    return evaluate_noisy_classifier(run.model, run.config, **options)
+
+
 _SAMPLE: dict[str, Callable] = {"vae": _sample_model, "ae": _sample_not_generative, "vqvae": _sample_not_generative,
                                 "ddpm": _sample_ddpm, "latent-ddpm": _sample_latent, "score-sde": _sample_score,
                                 "ebm": _sample_ebm, "gan": _sample_gan, "pix2pix": _sample_translation, "lvm": _sample_model,
-                                "code-prior": _sample_code_prior, "dvae": _sample_model}
+                                "code-prior": _sample_code_prior, "dvae": _sample_model, "noisy-classifier": _sample_classifier,
+                                "palette": _sample_palette}
 _EVALUATE: dict[str, Callable] = {"vae": _evaluate_vae, "ae": _evaluate_ae, "vqvae": _evaluate_ae, "ddpm": _evaluate_ddpm,
                                   "latent-ddpm": _evaluate_by_samples, "score-sde": _evaluate_score, "ebm": _evaluate_ebm,
                                   "gan": _evaluate_gan,
                                   "pix2pix": _evaluate_translation, "lvm": _evaluate_lvm, "code-prior": _evaluate_code_prior,
-                                  "dvae": _evaluate_dvae}
+                                  "dvae": _evaluate_dvae, "noisy-classifier": _evaluate_noisy_classifier,
+                                  "palette": _evaluate_palette}

@@ -321,7 +321,9 @@ def test_sample_ddpm_refuses_bad_options_and_writes_nothing(ddpm_run, tmp_path, 
 
 
 def test_sample_ddpm_with_an_unknown_sampler_option(ddpm_run):
-    with pytest.raises(ValueError, match=re.escape("truncation=0.5 is not an option of a ddpm run; its options are ['eta', 'guidance_scale', 'callback']")):
+    options = "['eta', 'guidance_scale', 'callback', 'classifier', 'classifier_scale', 'inpaint', 'upsample', 'method', 'resample', " \
+              "'num_particles', 'images']"
+    with pytest.raises(ValueError, match=re.escape(f"truncation=0.5 is not an option of a ddpm run; its options are {options}")):
         load_run(ddpm_run, device="cpu").sample(4, truncation=0.5)
 
 

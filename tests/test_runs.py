@@ -75,6 +75,13 @@ def _translation(epochs, model):
     return lambda path, resume: train_translation(config, path, device="cpu", progress=False, resume=resume)
 
 
+def _palette(epochs):
+    from ppl_dgm.diffusion.palette import PaletteConfig, train_palette
+
+    config = PaletteConfig(channels=8, attention=False, sample_steps=2, batch_size=32, ema_decay=0.9, num_train=64, epochs=epochs)
+    return lambda path, resume: train_palette(config, path, device="cpu", progress=False, resume=resume, amp="bf16")
+
+
 def _latent_ddpm(epochs):
     from ppl_dgm.diffusion.latent import LatentDDPMConfig, train_latent_ddpm
 
@@ -93,6 +100,7 @@ FAMILIES = {
     "dvae": _dvae,
     "ddpm": _ddpm,
     "latent-ddpm": _latent_ddpm,
+    "palette": _palette,
     "score-sde": lambda e: _score(e, dataset="checkerboard"),
     "ncsn": lambda e: _score(e, model="ncsn", dataset="8gaussians", sigma_max=3.0, sigma_min=0.05),
     "ebm": _ebm,

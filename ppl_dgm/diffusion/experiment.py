@@ -129,11 +129,13 @@ def _to_model_space_batch(batch):
 
 
 def sample_run(ema_net: nn.Module, config: DDPMConfig, n: int, *, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
-               guidance_scale: float | None = None, generator: torch.Generator | None = None, progress: bool = False,
-               callback=None) -> tuple[torch.Tensor, int]:
+               guidance_scale: float | None = None, classifier: nn.Module | None = None, classifier_scale: float | None = None,
+               generator: torch.Generator | None = None, progress: bool = False, callback=None) -> tuple[torch.Tensor, int]:
     """Images in [0, 1] from a run's network by any sampler of :data:`ppl_dgm.diffusion.sampling.SAMPLER_NAMES` (predicted
     x_0 clipped to [−1, 1]), and the grid row length; class-conditional runs give one row per class (labels 0..9,
-    n // 10 each). DDIM defaults to the run's ``sample_steps``; the SDE samplers read the network as VPSDE(0.1, 20)."""
+    n // 10 each). DDIM defaults to the run's ``sample_steps``; the SDE samplers read the network as VPSDE(0.1, 20).
+    ``classifier`` (a noise-aware p_φ(y | x_t, t) of the same forward process, see ``classifier_experiment``) guides
+    toward the same per-class rows with scale ``classifier_scale`` (default 1; Dhariwal & Nichol 2021)."""
     from ppl_dgm.diffusion.sampling import SAMPLER_NAMES, SDE_SAMPLER_NAMES, sample_by_name
 
     if sampler not in SAMPLER_NAMES:
@@ -150,6 +152,8 @@ def sample_run(ema_net: nn.Module, config: DDPMConfig, n: int, *, sampler: str =
         raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
     if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
         raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
+    if classifier_scale is not None and classifier is None:
+        raise ValueError(f"classifier_scale={classifier_scale!r} needs a classifier (a noisy-classifier run), got classifier=None")
     sde = None
     if sampler in SDE_SAMPLER_NAMES:
         if config.schedule != "linear" or config.num_steps != 1000:
@@ -160,25 +164,31 @@ def sample_run(ema_net: nn.Module, config: DDPMConfig, n: int, *, sampler: str =
         sde = VPSDE(0.1, 20.0)
     device = next(ema_net.parameters()).device
     shape = dataset_image_shape(config.dataset)
-    y, nrow = None, 8
+    y, labels, nrow = None, None, 8
     guidance_scale = config.guidance_scale if guidance_scale is None else guidance_scale
-    if config.class_conditional:
+    if config.class_conditional or classifier is not None:  # one row per class, for the network or the classifier
         classes = dataset_num_classes(config.dataset)
         nrow = max(1, n // classes)
-        y = torch.arange(classes, device=device).repeat_interleave(nrow)
-        n = y.numel()
-    else:
+        labels = torch.arange(classes, device=device).repeat_interleave(nrow)
+        n = labels.numel()
+        y = labels if config.class_conditional else None
+    if not config.class_conditional:
         guidance_scale = 0.0
     if sampler == "ddim" and steps is None:
         steps = config.sample_steps
-    was_training = ema_net.training
-    ema_net.eval()
+    guided = {} if classifier is None else {"classifier": classifier, "classifier_y": labels,
+                                            "classifier_scale": 1.0 if classifier_scale is None else classifier_scale}
+    networks = [ema_net] + ([classifier] if isinstance(classifier, nn.Module) else [])
+    was_training = [network.training for network in networks]
+    for network in networks:
+        network.eval()
     try:
         x = sample_by_name(sampler, ema_net, build_schedule(config), (n, *shape), steps=steps, eta=eta, variance=config.variance,
                            sde=sde, generator=generator, y=y, guidance_scale=guidance_scale, clip_x0=True, progress=progress,
-                           callback=callback)
+                           callback=callback, **guided)
     finally:
-        ema_net.train(was_training)
+        for network, mode in zip(networks, was_training):
+            network.train(mode)
     return to_image_space(x), nrow
 
 

@@ -6,7 +6,9 @@ decodings are the VAE's reconstructions), ``latents="sample"`` on a fresh z ~ q(
 (what Rombach et al. do with their KL-regularized autoencoder). Each latent coordinate is standardized
 to zero mean and unit variance over the training set before the ε-network (``TimeConditionedMLP``) is
 trained with L_simple (Ho et al. 2020, Alg. 1); samples from either sampler are un-standardized and
-decoded by the VAE's decoder (mean of p(x|z)) into images in [0, 1].
+decoded by the VAE's decoder (mean of p(x|z)) into images in [0, 1]. With ``class_conditional`` the ε-network also
+takes the image's label, dropped to the null label with probability ``p_uncond`` in training, and samples take
+classifier-free guidance (Ho & Salimans 2022) as the pixel DDPM's do.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from torch.utils.data import TensorDataset
 
 from ppl_dgm._checks import check_choice, check_positive_float, check_positive_int, check_positive_int_sequence, check_seed
 from ppl_dgm.diffusion.ddpm import VARIANCES, simple_loss
+from ppl_dgm.diffusion.guidance import check_guidance_scale, drop_labels
 from ppl_dgm.diffusion.experiment import SAMPLERS, SCHEDULES, build_schedule
 from ppl_dgm.diffusion.schedules import NoiseSchedule
 from ppl_dgm.nn import TimeConditionedMLP
@@ -66,6 +69,9 @@ class LatentDDPMConfig:
     sampler: str = field(default="ancestral", metadata={"choices": SAMPLERS, "help": "sampler of samples.png"})
     sample_steps: int = field(default=50, metadata={"help": "DDIM steps of samples.png"})
     seed: int = 0
+    class_conditional: bool = field(default=False, metadata={"help": "ε-network conditioned on the image's class"})
+    p_uncond: float = field(default=0.1, metadata={"help": "label dropout probability (Ho & Salimans 2022)"})
+    guidance_scale: float = field(default=0.0, metadata={"help": "classifier-free guidance w of samples.png"})
 
     def __post_init__(self) -> None:
         check_choice("latents", self.latents, LATENTS)
@@ -78,6 +84,13 @@ class LatentDDPMConfig:
         check_positive_float("lr", self.lr)
         check_positive_float("grad_clip", self.grad_clip)
         check_seed(self.seed)
+        if not isinstance(self.class_conditional, bool):
+            raise TypeError(f"class_conditional must be a bool, got {self.class_conditional!r}")
+        if isinstance(self.p_uncond, bool) or not isinstance(self.p_uncond, (int, float)) or not 0.0 <= self.p_uncond <= 1.0:
+            raise ValueError(f"p_uncond must be a probability in [0, 1], got {self.p_uncond!r}")
+        check_guidance_scale(self.guidance_scale)
+        if self.guidance_scale and not self.class_conditional:
+            raise ValueError(f"guidance_scale={self.guidance_scale!r} needs class_conditional=True")
         if isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, (int, float)) or not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in (0, 1), got {self.ema_decay!r}")
         if self.sample_steps > self.num_steps:
@@ -162,12 +175,24 @@ def _vae_inputs(vae_config, split: str) -> Tensor:
     return images
 
 
+def _vae_labels(vae_config, split: str) -> Tensor:
+    from ppl_dgm.vae.experiment import vae_data
+
+    return vae_data(vae_config, split).tensors[1].long()
+
+
+def _num_classes(vae_config) -> int:
+    from ppl_dgm.data import num_classes
+
+    return num_classes(vae_config.dataset)
+
+
 class LatentDDPM(nn.Module):
     """An ε-network over standardized latents, the frozen VAE that decodes them, and the (D,) shift/scale between."""
 
     def __init__(self, eps_model: nn.Module, vae: nn.Module, latent_shift: Tensor, latent_scale: Tensor):
         super().__init__()
-        self.eps_model = eps_model
+        self.eps_model = eps_model  # .num_classes: None, or the classes a conditional network takes
         self.vae = vae
         self.register_buffer("latent_shift", latent_shift.detach().clone())
         self.register_buffer("latent_scale", latent_scale.detach().clone())
@@ -212,8 +237,9 @@ def _split_states(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
     return module, ema
 
 
-def _build_network(config: LatentDDPMConfig, latent_dim: int) -> TimeConditionedMLP:
-    return TimeConditionedMLP(latent_dim, config.hidden, config.time_embedding_dim)
+def _build_network(config: LatentDDPMConfig, latent_dim: int, num_classes: int | None) -> TimeConditionedMLP:
+    return TimeConditionedMLP(latent_dim, config.hidden, config.time_embedding_dim,
+                              num_classes=num_classes if config.class_conditional else None)
 
 
 @torch.no_grad()
@@ -229,22 +255,40 @@ def sample_latent_ddpm(
     generator: torch.Generator | None = None,
     progress: bool = False,
     callback=None,
+    y: Tensor | None = None,
+    guidance_scale: float = 0.0,
 ) -> Tensor:
     """n images (n, C, H, W) in [0, 1]: latents from ancestral sampling (Ho et al. 2020, Alg. 2), DDIM (``steps``,
     ``eta``; Song et al. 2021) or a fast solver (DPM-Solver++(2M), its SDE variant, Heun, Euler ancestral) over the
-    (n, D) latent space, un-standardized and decoded by the VAE. The ancestral sampler ignores ``steps`` (always T)."""
+    (n, D) latent space, un-standardized and decoded by the VAE. The ancestral sampler ignores ``steps`` (always T).
+
+    A class-conditional model takes labels ``y`` (n,) (default: n // classes per class, labels in order, so n is
+    rounded down to a multiple of the classes) and classifier-free guidance w = ``guidance_scale``."""
     from ppl_dgm.diffusion.sampling import sample_by_name
 
     if not isinstance(model, LatentDDPM):
         raise TypeError(f"model must be a LatentDDPM (from load_latent_ddpm_run), got {type(model).__name__}")
     n = check_positive_int("n", n)
     check_choice("sampler", sampler, SAMPLERS)
+    classes = getattr(model.eps_model, "num_classes", None)
+    if classes is None and (y is not None or guidance_scale):
+        raise ValueError(f"y and guidance_scale={guidance_scale!r} need a class-conditional latent DDPM; this one is unconditional")
+    if classes is not None and y is None:
+        if n < classes:
+            raise ValueError(f"n={n}: a class-conditional latent DDPM draws n // {classes} per class; ask for at least {classes}")
+        y = torch.arange(classes).repeat_interleave(n // classes)
+    if y is not None:
+        if not isinstance(y, Tensor) or y.dtype != torch.long or y.ndim != 1 or not ((y >= 0) & (y < classes)).all():
+            raise ValueError(f"y must be a (n,) int64 tensor of labels in [0, {classes}), got {y!r}")
+        y = y.to(model.latent_shift.device)
+        n = y.shape[0]
     shape = (n, model.latent_dim)
     was_training = model.training
     model.eval()
     try:
         latents = sample_by_name(sampler, model.eps_model, schedule, shape, steps=None if sampler == "ancestral" else steps, eta=eta,
-                                 variance=variance, generator=generator, progress=progress, callback=callback)
+                                 variance=variance, generator=generator, progress=progress, callback=callback, y=y,
+                                 guidance_scale=guidance_scale)
         return model.decode(latents)
     finally:
         model.train(was_training)
@@ -274,30 +318,36 @@ def train_latent_ddpm(
     torch.manual_seed(config.seed)
     train_loc, train_scale = encode_images(vae, _vae_inputs(vae_config, "train"))
     test_loc, test_scale = encode_images(vae, _vae_inputs(vae_config, "test"))
+    train_labels, test_labels = _vae_labels(vae_config, "train"), _vae_labels(vae_config, "test")
     sampled = config.latents == "sample"
     shift, scale = latent_statistics(train_loc, train_scale if sampled else None)
     schedule = build_schedule(config)
-    module = _LatentNetwork(_build_network(config, train_loc.shape[1]), shift, scale).to(device)
+    module = _LatentNetwork(_build_network(config, train_loc.shape[1], _num_classes(vae_config)), shift, scale).to(device)
     ema = make_ema(module, config.ema_decay)
 
     def to_diffusion_space(batch):
-        loc, posterior_scale = batch[0], batch[1]
+        loc, posterior_scale, labels = batch
         z = loc + posterior_scale * torch.randn_like(loc) if sampled else loc  # z ~ q(z|x) (Kingma & Welling 2014, eq. 10)
-        return (standardize_latents(z, module.latent_shift, module.latent_scale),)
+        return standardize_latents(z, module.latent_shift, module.latent_scale), labels
 
     def loss_fn(batch):  # Ho et al. 2020, Alg. 1 on latents (Rombach et al. 2022, eq. 2)
-        return simple_loss(module.net, schedule, batch[0])
+        u, labels = batch
+        if not config.class_conditional:
+            return simple_loss(module.net, schedule, u)
+        return simple_loss(module.net, schedule, u, drop_labels(labels, config.p_uncond))  # Ho & Salimans 2022, Alg. 1
 
     def val_loss_fn(batch):  # fit does not apply ``transform`` to validation batches
-        return simple_loss(ema.module.net, schedule, to_diffusion_space(batch)[0])
+        u, labels = to_diffusion_space(batch)
+        return simple_loss(ema.module.net, schedule, u, labels if config.class_conditional else None)
 
     def latent_model() -> LatentDDPM:
         return LatentDDPM(ema.module.net, vae, module.latent_shift, module.latent_scale).eval()
 
     def write_samples() -> None:
         generator = torch.Generator(device=device).manual_seed(config.seed)
-        images = sample_latent_ddpm(latent_model(), schedule, 64, sampler=config.sampler, steps=config.sample_steps,
-                                    variance=config.variance, generator=generator)
+        n = 8 * _num_classes(vae_config) if config.class_conditional else 64  # conditional: a row of 8 per class
+        images = sample_latent_ddpm(latent_model(), schedule, n, sampler=config.sampler, steps=config.sample_steps,
+                                    variance=config.variance, generator=generator, guidance_scale=config.guidance_scale)
         run.save_grid(images, "samples.png", nrow=8)
 
     def on_epoch_end(epoch: int, record: dict[str, Any]) -> None:
@@ -308,13 +358,13 @@ def train_latent_ddpm(
     history = fit(
         module,
         loss_fn,
-        TensorDataset(train_loc, train_scale),
+        TensorDataset(train_loc, train_scale, train_labels),
         epochs=config.epochs,
         batch_size=config.batch_size,
         optim=lambda parameters: torch.optim.Adam(parameters, lr=config.lr),
         ema=ema,
         device=device,
-        val_data=TensorDataset(test_loc, test_scale),
+        val_data=TensorDataset(test_loc, test_scale, test_labels),
         val_loss_fn=val_loss_fn,
         transform=to_diffusion_space,
         checkpoint=run.checkpoint,
@@ -349,10 +399,10 @@ def load_latent_ddpm_run(run_dir: str | os.PathLike, device: str | torch.device 
     vae_run = saved.pop("vae_run")
     config = LatentDDPMConfig(**saved)
     device = resolve_device(device)
-    vae, _ = _load_vae(vae_run, device)
+    vae, vae_config = _load_vae(vae_run, device)
     latent_dim = vae.latent_dim
     zeros = torch.zeros(latent_dim)
-    module = _LatentNetwork(_build_network(config, latent_dim), zeros, zeros)
+    module = _LatentNetwork(_build_network(config, latent_dim, _num_classes(vae_config)), zeros, zeros)
     ema = make_ema(module, config.ema_decay)
     module_state, ema_state = _split_states(run.checkpoint.load(map_location="cpu"))
     module.load_state_dict(module_state)

@@ -34,6 +34,16 @@ def test_train_resume_sample_eval_ddpm_on_digits(tmp_path, capsys):
                 "--guidance-scale", "2", "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
     assert Image.open(out).size == (2 + 2 * 10, 2 + 10 * 10)  # 10 rows (one per digit) of 2 images, 8x8 + padding 2
     assert run(["sample", "ddpm", str(run_dir), "--sampler", "ancestral", "--n", "10", "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    # restoration of held-out digits by the unconditional network; grid rows: observation, restoration, truth
+    for task in (["--inpaint", "lower-half", "--method", "smc", "--num-particles", "2"], ["--upsample", "2"]):
+        assert run(["sample", "ddpm", str(run_dir), *task, "--steps", "3", "--n", "4", "--out", str(out), "--device", "cpu",
+                    "--no-progress"]) == 0
+        assert Image.open(out).size == (2 + 4 * 10, 2 + 3 * 10)
+    with pytest.raises(ValueError, match="sampler='ddim': restoration .* has its own samplers"):
+        run(["sample", "ddpm", str(run_dir), "--inpaint", "center", "--sampler", "ddim", "--device", "cpu"])
+    with pytest.raises(ValueError, match=r"mask of shape \(28, 28\) does not fit the run's images of shape \(1, 8, 8\)"):
+        torch.save(torch.ones(28, 28), tmp_path / "mask.pt")
+        run(["sample", "ddpm", str(run_dir), "--inpaint", str(tmp_path / "mask.pt"), "--device", "cpu"])
 
     capsys.readouterr()
     assert run(["eval", "ddpm", str(run_dir), "--num-images", "3", "--device", "cpu", "--no-progress"]) == 0

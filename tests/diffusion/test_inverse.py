@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ppl_dgm.diffusion import linear_schedule
-from ppl_dgm.diffusion.inverse import Denoising, Inpainting, SuperResolution, ddrm, inpaint
+from ppl_dgm.diffusion.inverse import Denoising, Inpainting, SuperResolution, ddrm, inpaint, inpaint_smc
 
 SCHEDULE = linear_schedule(1000)
 
@@ -54,6 +54,18 @@ def test_inpaint_keeps_the_known_pixels_and_counts_calls():
     assert out[:, 1].std() > 0.1  # the unknown pixels are sampled, not copied
 
 
+def test_smc_inpainting_calls_the_network_once_per_step_on_all_particles():
+    mean, covariance = correlated_gaussian()
+    eps = GaussianEps(mean, covariance)
+    known = torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    x_known = torch.tensor([0.7, 0.0, -0.4, 0.0], dtype=torch.float64).expand(3, 4)
+    shapes = []
+    out = inpaint_smc(eps, SCHEDULE, x_known, known, num_particles=5, steps=10, generator=torch.Generator().manual_seed(0),
+                      callback=lambda call, x, x0: shapes.append((call, tuple(x.shape))))
+    assert shapes == [(call, (15, 4)) for call in range(10)] and eps.calls == 10
+    assert out.shape == (3, 4) and torch.equal(out[:, known.bool()], x_known[:, known.bool()])
+
+
 def test_repaint_resampling_moves_toward_the_exact_conditional():
     """RePaint approximates p(x_u | x_k): the error of the conditional mean shrinks as resampling grows (U = 1, 4, 16)
     on correlated Gaussian data with its exact ε."""
@@ -69,6 +81,34 @@ def test_repaint_resampling_moves_toward_the_exact_conditional():
         errors.append(float((out[:, 2:].mean(0) - exact_mean).norm()))
     assert errors[0] > errors[1] > errors[2], errors
     assert errors[2] < 0.5 * errors[0], errors
+
+
+def test_smc_inpainting_samples_the_exact_conditional_gaussian():
+    """SMCDiff with the exact ε of correlated Gaussian data: the inpainted coordinates have the moments of the exact
+    conditional p(x_u | x_k) within Monte Carlo error (2,000 independent images, 64 particles each, 200 steps), while
+    one particle (plain replacement of the known pixels) is off by several standard errors."""
+    scales = torch.tensor([1.0, 0.8, 1.2, 0.9], dtype=torch.float64).sqrt()
+    covariance = (0.4 * torch.eye(4, dtype=torch.float64) + 0.6) * scales.outer(scales)  # correlation 0.6
+    mean = torch.tensor([0.2, -0.3, 0.1, 0.4], dtype=torch.float64)
+    eps = GaussianEps(mean, covariance)
+    known = torch.tensor([1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    value = torch.tensor([0.8, -0.5, 0.0, 0.0], dtype=torch.float64)
+    exact_mean, exact_covariance = conditional_moments(mean, covariance, known, value)
+    n = 2000
+    standard_error = (exact_covariance.diagonal() / n).sqrt()
+
+    def moments(particles):
+        out = inpaint_smc(eps, SCHEDULE, value.expand(n, 4), known, num_particles=particles, steps=200,
+                          generator=torch.Generator().manual_seed(1))
+        assert torch.equal(out[:, :2], value[:2].expand(n, 2))
+        return (out[:, 2:].mean(0) - exact_mean) / standard_error, torch.cov(out[:, 2:].T)
+
+    z, covariance_hat = moments(64)
+    assert z.abs().max() < 3.5, z
+    # the sample covariance's standard error is about √(2/n) ≈ 3% of each entry
+    assert torch.allclose(covariance_hat, exact_covariance, atol=0.1 * float(exact_covariance.diagonal().max())), covariance_hat
+    z_replacement, covariance_replacement = moments(1)
+    assert z_replacement.abs().max() > 5 or (covariance_replacement.diagonal() / exact_covariance.diagonal()).max() > 1.2
 
 
 def test_ddrm_with_noiseless_observations_reproduces_them():
@@ -123,6 +163,12 @@ def test_inverse_bad_inputs():
         inpaint(eps, SCHEDULE, x, torch.ones(4), resample=0)
     with pytest.raises(ValueError, match="x_known holds NaN or inf"):
         inpaint(eps, SCHEDULE, torch.full((2, 4), float("nan")), torch.ones(4))
+    with pytest.raises(ValueError, match="num_particles must be a positive int"):
+        inpaint_smc(eps, SCHEDULE, x, torch.ones(4), num_particles=0)
+    with pytest.raises(ValueError, match=r"ess_threshold must be a fraction in \[0, 1\]"):
+        inpaint_smc(eps, SCHEDULE, x, torch.ones(4), ess_threshold=1.5)
+    with pytest.raises(ValueError, match=r"mask of shape \(3,\) does not broadcast"):
+        inpaint_smc(eps, SCHEDULE, x, torch.ones(3))
     with pytest.raises(ValueError, match=r"noise_std must be a float >= 0"):
         ddrm(eps, SCHEDULE, Denoising(), x, x.shape, noise_std=-1.0)
     with pytest.raises(ValueError, match=r"eta must be in \[0, 1\], got 2"):
@@ -131,3 +177,57 @@ def test_inverse_bad_inputs():
         ddrm(eps, SCHEDULE, "sr", x, x.shape)
     with pytest.raises(ValueError, match=r"y must be the 2x average-pooled images, shape \(1, 1, 2, 2\), got \(1, 1, 4, 4\)"):
         ddrm(eps, SCHEDULE, SuperResolution(2), torch.zeros(1, 1, 4, 4), (1, 1, 4, 4))
+
+
+def test_named_masks_and_mask_files(tmp_path):
+    from torchvision.utils import save_image
+
+    from ppl_dgm.diffusion.inverse import MASKS, named_mask
+
+    lower = named_mask("lower-half", (1, 28, 28))
+    assert lower.shape == (1, 28, 28) and lower[:, :14].eq(1).all() and lower[:, 14:].eq(0).all()
+    center = named_mask("center", (3, 8, 8))
+    assert center.shape == (3, 8, 8) and center[:, 2:6, 2:6].eq(0).all() and int(center.sum()) == 3 * (64 - 16)
+    assert torch.equal(named_mask("random-half", (1, 28, 28)), named_mask("random-half", (1, 28, 28)))
+    assert all(named_mask(name, (1, 28, 28)).sum() > 0 for name in MASKS)
+    torch.save(lower[0], tmp_path / "mask.pt")
+    assert torch.equal(named_mask(str(tmp_path / "mask.pt"), (1, 28, 28)), lower)
+    save_image(lower, tmp_path / "mask.png")
+    assert torch.equal(named_mask(tmp_path / "mask.png", (1, 28, 28)), lower)
+    with pytest.raises(FileNotFoundError, match="mask 'nope' is neither one of"):
+        named_mask("nope", (1, 28, 28))
+    with pytest.raises(ValueError, match=r"mask of shape \(1, 14, 14\) does not fit the run's images of shape \(1, 28, 28\)"):
+        named_mask(torch.ones(1, 14, 14), (1, 28, 28))
+    torch.save({"not": "a tensor"}, tmp_path / "dict.pt")
+    with pytest.raises(TypeError, match="must hold one tensor, got dict"):
+        named_mask(tmp_path / "dict.pt", (1, 28, 28))
+
+
+def test_restore_run_inpaints_and_upsamples_held_out_digits():
+    from ppl_dgm.diffusion.experiment import DDPMConfig
+    from ppl_dgm.diffusion.inverse import held_out_observations, restore_run
+
+    from .conftest import GaussianOptimalEps
+
+    config = DDPMConfig(dataset="mnist5k")
+    net = GaussianOptimalEps(SCHEDULE, 0.0, 0.5).float()
+    seen = held_out_observations(config, 3, inpaint_mask="lower-half")
+    truth = seen["truth"]
+    assert truth.shape == seen["observed"].shape == (3, 1, 28, 28)
+    assert torch.equal(seen["observed"][..., 14:, :], torch.full_like(truth[..., 14:, :], 0.5))
+    for method in ("repaint", "smc", "ddrm"):
+        restored = restore_run(net, config, 3, inpaint_mask="lower-half", method=method, steps=4, resample=2, num_particles=3,
+                               generator=torch.Generator().manual_seed(0))
+        assert restored.shape == (3, 1, 28, 28)
+        assert torch.allclose(restored[..., :14, :], truth[..., :14, :], atol=1e-5), method
+    low = held_out_observations(config, 2, upsample=2)
+    assert low["low"].shape == (2, 1, 14, 14) and low["observed"].shape == (2, 1, 28, 28)
+    assert restore_run(net, config, 2, upsample=2, steps=4, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 28, 28)
+    with pytest.raises(ValueError, match="needs exactly one task"):
+        restore_run(net, config, 2)
+    with pytest.raises(ValueError, match=r"method='repaint' cannot upsample; expected one of \('ddrm',\)"):
+        restore_run(net, config, 2, upsample=2, method="repaint")
+    with pytest.raises(ValueError, match="upsample must be a factor >= 2 that divides the image side 28, got 3"):
+        restore_run(net, config, 2, upsample=3)
+    with pytest.raises(ValueError, match=r"images must have the run's image shape \(1, 28, 28\), got \(1, 8, 8\)"):
+        restore_run(net, config, 2, inpaint_mask="center", images=torch.zeros(2, 1, 8, 8))

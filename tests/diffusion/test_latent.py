@@ -163,3 +163,56 @@ def test_cli_trains_and_samples_a_latent_ddpm(tmp_path, vae_run, capsys):
     with pytest.raises(SystemExit):
         run_cli(["train", "latent-ddpm", "--runs-dir", str(runs)])  # --vae-run is required
     assert "--vae-run" in capsys.readouterr().err
+
+
+def test_class_conditional_latent_ddpm_trains_resumes_and_guides(tmp_path, vae_run):
+    config = LatentDDPMConfig(**TINY, epochs=2, class_conditional=True, p_uncond=0.2)
+    train_latent_ddpm(config, tmp_path / "straight", vae_run, device="cpu", progress=False)
+    train_latent_ddpm(config, tmp_path / "resumed", vae_run, device="cpu", progress=False, max_steps=4)
+    train_latent_ddpm(config, tmp_path / "resumed", vae_run, device="cpu", progress=False, resume=True)
+    straight = Checkpoint(tmp_path / "straight" / "checkpoint.pt").load()["module"]
+    resumed = Checkpoint(tmp_path / "resumed" / "checkpoint.pt").load()["module"]
+    for key in straight:  # label dropout draws from the checkpointed RNG: the resumed run is the same run
+        assert torch.equal(straight[key], resumed[key]), key
+
+    model, loaded = load_latent_ddpm_run(tmp_path / "straight", device="cpu")
+    assert loaded == config and model.eps_model.num_classes == 10
+    u, t = torch.randn(4, 4), torch.full((4,), 0.5)
+    assert not torch.allclose(model.eps_model(u, t, torch.zeros(4, dtype=torch.long)), model.eps_model(u, t, torch.ones(4, dtype=torch.long)))
+    schedule = linear_schedule(config.num_steps)
+    seeded = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain = sample_latent_ddpm(model, schedule, 25, sampler="ddim", steps=4, generator=seeded())
+    assert plain.shape == (20, 1, 8, 8)  # two per class, labels 0..9 in order
+    guided = sample_latent_ddpm(model, schedule, 25, sampler="ddim", steps=4, generator=seeded(), guidance_scale=2.0)
+    assert guided.shape == (20, 1, 8, 8) and not torch.allclose(plain, guided)
+    sevens = sample_latent_ddpm(model, schedule, 3, sampler="ddim", steps=4, generator=seeded(), y=torch.full((3,), 7))
+    assert sevens.shape == (3, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"y must be a \(n,\) int64 tensor of labels in \[0, 10\)"):
+        sample_latent_ddpm(model, schedule, 3, y=torch.full((3,), 10))
+    with pytest.raises(ValueError, match="n=5: a class-conditional latent DDPM draws n // 10 per class"):
+        sample_latent_ddpm(model, schedule, 5)
+    unconditional, _ = load_latent_ddpm_run(_train_unconditional(tmp_path, vae_run), device="cpu")
+    with pytest.raises(ValueError, match="need a class-conditional latent DDPM; this one is unconditional"):
+        sample_latent_ddpm(unconditional, schedule, 4, guidance_scale=1.0)
+    with pytest.raises(ValueError, match="guidance_scale=1.0 needs class_conditional=True"):
+        LatentDDPMConfig(guidance_scale=1.0)
+    with pytest.raises(ValueError, match=r"p_uncond must be a probability in \[0, 1\], got 2"):
+        LatentDDPMConfig(class_conditional=True, p_uncond=2)
+
+
+def _train_unconditional(tmp_path, vae_run):
+    train_latent_ddpm(LatentDDPMConfig(**TINY, epochs=1), tmp_path / "unconditional", vae_run, device="cpu", progress=False)
+    return tmp_path / "unconditional"
+
+
+def test_cli_trains_a_class_conditional_latent_ddpm_and_samples_with_guidance(tmp_path, vae_run):
+    from PIL import Image
+
+    runs = tmp_path / "runs"
+    assert run_cli(["train", "latent-ddpm", "--vae-run", str(vae_run), "--hidden", "16", "16", "--num-steps", "10",
+                    "--sample-steps", "3", "--batch-size", "500", "--epochs", "1", "--class-conditional", "--runs-dir", str(runs),
+                    "--name", "cond", "--device", "cpu", "--no-progress"]) == 0
+    out = tmp_path / "grid.png"
+    assert run_cli(["sample", "latent-ddpm", str(runs / "cond"), "--sampler", "ddim", "--n", "20", "--guidance-scale", "3",
+                    "--out", str(out), "--device", "cpu", "--no-progress"]) == 0
+    assert Image.open(out).size == (2 + 2 * 10, 2 + 10 * 10)  # a row of two per class
