@@ -9,7 +9,7 @@ from ppl_dgm.metrics.frechet import (
     kernel_distance,
     sample_quality,
 )
-from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize, iwae_log_likelihood
+from ppl_dgm.metrics.likelihood import bits_per_dim, dequantize, iwae_log_likelihood, log_importance_weights
 from ppl_dgm.metrics.modes import mode_coverage
 from ppl_dgm.metrics.transport import discretize_piecewise_uniform, earth_movers_distance_lp
 
@@ -25,6 +25,7 @@ __all__ = [
     "inception_fid",
     "iwae_log_likelihood",
     "kernel_distance",
+    "log_importance_weights",
     "mode_coverage",
     "sample_quality",
 ]

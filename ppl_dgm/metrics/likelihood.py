@@ -52,16 +52,17 @@ def _per_example_log_weights(model, guide, x: torch.Tensor, *args) -> torch.Tens
 
 
 @torch.no_grad()
-def iwae_log_likelihood(model, guide, x: torch.Tensor, k: int, *, max_rows: int = 20000, y: torch.Tensor | None = None) -> torch.Tensor:
-    """Importance-weighted bound log (1/k) Σ_i p(x, z_i)/q(z_i|x), z_i ~ q(z|x) (Burda et al. 2016, eq. 8), nats, shape (N,).
+def log_importance_weights(model, guide, x: torch.Tensor, k: int, *, max_rows: int = 20000, y: torch.Tensor | None = None) -> torch.Tensor:
+    """log w_i = log p(x, z_i) − log q(z_i | x), z_i ~ q(z|x), for k draws per example: float64, shape (k, N), nats.
 
-    Works for any model/guide whose sample sites are all per-example (inside plate "data"); it is ≤
-    log p(x), equals the ELBO's expectation at k = 1 and increases to log p(x) as k grows.
-    ``max_rows`` bounds how many (example, particle) pairs one pass evaluates.
+    Their mean over i estimates the ELBO, their log-mean-exp is the IWAE bound (:func:`iwae_log_likelihood`).
+    ``guide(x, y)`` sees x repeated particle-major (row r·n + i is example i of a chunk of n; n and the chunking
+    depend on ``max_rows``, the most (example, particle) pairs one pass evaluates) and ``y`` (N,) repeated alike:
+    labels, or the example indices a per-example guide needs to find its parameters.
     """
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
-    bounds = []
+    columns = []
     examples_per_pass = max(1, max_rows // k)
     for begin in range(0, x.shape[0], examples_per_pass):
         chunk = x[begin : begin + examples_per_pass]
@@ -73,9 +74,21 @@ def iwae_log_likelihood(model, guide, x: torch.Tensor, k: int, *, max_rows: int 
             repeated = chunk.repeat(repeats, *([1] * (chunk.dim() - 1)))  # particle-major: row r·n + i is example i
             extra = () if y is None else (y[begin : begin + n].repeat(repeats),)
             log_weights.append(_per_example_log_weights(model, guide, repeated, *extra).view(repeats, n))
-        log_weights = torch.cat(log_weights)
-        bounds.append(torch.logsumexp(log_weights, dim=0) - math.log(k))
-    return torch.cat(bounds)
+        columns.append(torch.cat(log_weights))
+    return torch.cat(columns, dim=1)
 
 
-__all__ += ["iwae_log_likelihood"]
+@torch.no_grad()
+def iwae_log_likelihood(model, guide, x: torch.Tensor, k: int, *, max_rows: int = 20000, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Importance-weighted bound log (1/k) Σ_i p(x, z_i)/q(z_i|x), z_i ~ q(z|x) (Burda et al. 2016, eq. 8), nats, shape (N,).
+
+    Works for any model/guide whose sample sites are all per-example (inside plate "data"); it is ≤
+    log p(x), equals the ELBO's expectation at k = 1 and increases to log p(x) as k grows.
+    ``max_rows`` bounds how many (example, particle) pairs one pass evaluates; ``y`` as in
+    :func:`log_importance_weights`.
+    """
+    log_weights = log_importance_weights(model, guide, x, k, max_rows=max_rows, y=y)
+    return torch.logsumexp(log_weights, dim=0) - math.log(k)
+
+
+__all__ += ["iwae_log_likelihood", "log_importance_weights"]
