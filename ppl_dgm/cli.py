@@ -57,9 +57,11 @@ def add_run_options(parser: argparse.ArgumentParser, default_name: str, *, resum
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     if distributed:
         parser.add_argument("--distributed", action="store_true", help="data-parallel under torchrun (DDP; --batch-size per process)")
-    if amp:  # "none" → None: float32 throughout
-        parser.add_argument("--amp", default=amp_default or "none", choices=("bf16", "none"), type=str,
-                            help=f"bf16: autocast for the training loss (weights stay float32); none: float32 (default: {amp_default or 'none'})")
+    if amp:  # "none" → None: float32 throughout; "auto" is resolved by the family's handler
+        extra = " auto: bf16 on image data, float32 on 2-D data;" if amp_default == "auto" else ""
+        parser.add_argument("--amp", default=amp_default or "none", choices=("bf16", "none") + (("auto",) if amp_default == "auto" else ()),
+                            type=str, help=f"bf16: autocast for the training loss (weights stay float32); none: float32;{extra} "
+                                           f"(default: {amp_default or 'none'})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

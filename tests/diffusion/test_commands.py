@@ -66,11 +66,31 @@ def test_config_rejects_bad_input():
 
 
 def test_ddpm_trains_in_bf16_by_default_and_float32_on_request():
-    """bf16 autocast is the DDPM default (held-out loss within seed noise of float32, docs/benchmarks.md); score runs keep
-    float32 until measured; ``--amp none`` is float32."""
+    """bf16 autocast is the DDPM default (held-out loss within seed noise of float32, docs/benchmarks.md), and the
+    score-SDE's on images ("auto"); NCSN keeps float32 (its bf16 loss was higher for both seeds); ``--amp none`` is
+    float32."""
     from ppl_dgm.cli import build_parser
 
     parser = build_parser()
     assert parser.parse_args(["train", "ddpm"]).amp == "bf16"
     assert parser.parse_args(["train", "ddpm", "--amp", "none"]).amp == "none"
-    assert parser.parse_args(["train", "score-sde"]).amp == "none"
+    assert parser.parse_args(["train", "score-sde"]).amp == "auto"
+    assert parser.parse_args(["train", "ncsn"]).amp == "none"
+
+
+def test_score_sde_amp_auto_is_bf16_on_images_and_float32_on_2d_data(monkeypatch):
+    import ppl_dgm.cli as cli
+
+    seen = []
+
+    def fake_train_command(args, config, train, default_name, **options):
+        seen.append((config.dataset, options["amp"]))
+        return 0
+
+    monkeypatch.setattr(cli, "train_command", fake_train_command)
+    parser = cli.build_parser()
+    for argv in (["--dataset", "mnist5k"], ["--dataset", "checkerboard"], ["--dataset", "checkerboard", "--amp", "bf16"],
+                 ["--dataset", "mnist5k", "--amp", "none"]):
+        args = parser.parse_args(["train", "score-sde", *argv])
+        assert args.handler(args) == 0
+    assert seen == [("mnist5k", "bf16"), ("checkerboard", "none"), ("checkerboard", "bf16"), ("mnist5k", "none")]
