@@ -38,10 +38,32 @@ def class_accuracy(classifier, images: torch.Tensor, labels: torch.Tensor) -> fl
 
 
 def sweep(run: Path, kind: str, scales, args, digit_classifier, classifier_run: Path | None = None) -> dict:
-    """Rows {label: quality | accuracy | timing} and the samples of each scale, for one DDPM run."""
-    from ppl_dgm.diffusion.experiment import load_ddpm_run, sample_run
+    """Rows {label: quality | accuracy | timing} and the samples of each scale, for one DDPM run (or, for classifier-free
+    guidance, a class-conditional latent-DDPM run)."""
+    from ppl_dgm.diffusion.experiment import build_schedule, load_ddpm_run, sample_run
+    from ppl_dgm.runs import run_family
 
-    net, config = load_ddpm_run(run, device=args.device)
+    if run_family(run) == "latent-ddpm":
+        from ppl_dgm.diffusion.latent import load_latent_ddpm_run, sample_latent_ddpm
+
+        if kind != "w":
+            raise SystemExit(f"{run}: classifier guidance needs a pixel DDPM run; a latent-DDPM run takes --cfg only")
+        model, config = load_latent_ddpm_run(run, device=args.device)
+        if not config.class_conditional:
+            raise SystemExit(f"{run}: --cfg needs a class-conditional run (trained with --class-conditional)")
+        schedule = build_schedule(config)
+
+        def sample_at(scale):
+            return lambda size, generator, callback: sample_latent_ddpm(
+                model, schedule, size, sampler=args.sampler, steps=args.steps, generator=generator, progress=True, callback=callback,
+                guidance_scale=scale)
+    else:
+        net, config = load_ddpm_run(run, device=args.device)
+
+        def sample_at(scale):  # options_at is defined below, once the classifier is loaded
+            options = options_at(scale)
+            return lambda size, generator, callback: sample_run(net, config, size, sampler=args.sampler, steps=args.steps,
+                                                                generator=generator, progress=True, callback=callback, **options)[0]
     guiding, tag = None, ""
     if classifier_run is not None:
         from ppl_dgm.diffusion.classifier_experiment import guiding_classifier
@@ -50,13 +72,9 @@ def sweep(run: Path, kind: str, scales, args, digit_classifier, classifier_run: 
         tag = f"_{classifier_run.name}{trained_steps(classifier_run)}"
     labels = intended_classes(args.num_samples, args.batch_size)
     rows, samples_by_scale = {}, {}
+    options_at = lambda scale: {"guidance_scale": scale} if kind == "w" else {"classifier": guiding, "classifier_scale": scale}  # noqa: E731
     for scale in scales:
-        options = {"guidance_scale": scale} if kind == "w" else {"classifier": guiding, "classifier_scale": scale}
-
-        def draw(size, generator, callback):
-            return sample_run(net, config, size, sampler=args.sampler, steps=args.steps, generator=generator, progress=True,
-                              callback=callback, **options)[0]
-
+        draw = sample_at(scale)
         name = f"{'cfg' if kind == 'w' else 'cg'}{scale:g}{tag}_{args.sampler}{args.steps}"
         samples, seconds, nfe = cached_samples(run, name, args.num_samples, args.seed, args.device, args.batch_size, draw)
         quality = sample_quality(samples, classifier=digit_classifier, seed=args.seed)
@@ -140,7 +158,7 @@ def main(argv=None) -> int:
     if args.cfg is not None:
         result = sweep(Path(args.cfg), "w", args.weights, args, digit_classifier)
         rows.update(result["rows"])
-        figures.append(("w", result, f"classifier-free guidance, {Path(args.cfg).name}", "guidance_cfg.png"))
+        figures.append(("w", result, f"classifier-free guidance, {Path(args.cfg).name}", f"guidance_cfg_{Path(args.cfg).name}.png"))
     if args.ddpm is not None:
         result = sweep(Path(args.ddpm), "s", args.scales, args, digit_classifier, Path(args.classifier))
         rows.update(result["rows"])
