@@ -3,7 +3,9 @@
 Trains each model into runs/table_<row>/ (or reuses a finished run with the same config) and
 evaluates it on the same held-out digits:
   binarized digits (fixed seeded binarization): −log p(x) upper bounds in nats per image, the
-      single-sample ELBO and the importance-weighted bound with k samples (Burda et al. 2016);
+      single-sample ELBO and the importance-weighted bound with k samples (Burda et al. 2016), and the active
+      units of each latent layer; the HVAE rows (--rows hvae_... hvae1_...) compare KL warm-up, free bits and
+      top-down inference at two network depths;
   8-bit digits: bits/dim under uniform dequantization (docs/design.md), from the IWAE bound;
   autoencoders: held-out reconstruction error (nats per image, not a likelihood).
   PPCA and factor analysis (exact marginal likelihood, closed form / exact EM) on the same dequantized
@@ -17,6 +19,7 @@ evaluates it on the same held-out digits:
 """
 import argparse
 import json
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,10 +34,27 @@ from ppl_dgm.vae.experiment import VAEConfig, evaluate_vae, load_vae_run, train_
 
 def vae_rows(epochs: int, seed: int):
     common = dict(epochs=epochs, seed=seed)
+    # Burda et al. 2016's two-stochastic-layer shape (two hidden layers per network), and one with the flat VAE's
+    # networks (784-400-z1, one hidden layer) under a learned prior p(z1 | z2)
+    hvae = dict(likelihood="bernoulli", latent_dim=64, hidden=512, latent_dim2=32, hidden2=256, **common)
+    hvae1 = dict(likelihood="bernoulli", latent_dim=50, hidden=400, latent_dim2=25, hidden2=200, depth=1, **common)
+    warmup = 10 * math.ceil(4000 / 128)  # 10 epochs of the 4,000 training digits at the default batch size (32 steps each)
     return [
         ("VAE MLP 784-400-50", "vae_mlp_bernoulli", VAEConfig(likelihood="bernoulli", arch="mlp", latent_dim=50, hidden=400, **common)),
         ("VAE conv, z=32", "vae_conv_bernoulli", VAEConfig(likelihood="bernoulli", arch="conv", latent_dim=32, **common)),
-        ("HVAE MLP z1=64, z2=32", "hvae_mlp_bernoulli", VAEConfig(model="hvae", likelihood="bernoulli", latent_dim=64, hidden=512, latent_dim2=32, hidden2=256, **common)),
+        ("HVAE MLP z1=64, z2=32", "hvae_mlp_bernoulli", VAEConfig(model="hvae", **hvae)),
+        ("HVAE, KL warm-up 10 epochs", "hvae_mlp_bernoulli_warmup", VAEConfig(model="hvae", kl_warmup_steps=warmup, **hvae)),
+        ("HVAE, free bits 0.1/dim", "hvae_mlp_bernoulli_free_bits", VAEConfig(model="hvae", free_bits=0.1, **hvae)),
+        ("HVAE top-down (Ladder VAE)", "hvae_mlp_bernoulli_top_down", VAEConfig(model="hvae", inference="top_down", **hvae)),
+        ("HVAE top-down, warm-up", "hvae_mlp_bernoulli_top_down_warmup",
+         VAEConfig(model="hvae", inference="top_down", kl_warmup_steps=warmup, **hvae)),
+        ("HVAE depth 1, z1=50, z2=25", "hvae1_mlp_bernoulli", VAEConfig(model="hvae", **hvae1)),
+        ("HVAE depth 1, warm-up", "hvae1_mlp_bernoulli_warmup", VAEConfig(model="hvae", kl_warmup_steps=warmup, **hvae1)),
+        ("HVAE depth 1, free bits 0.1/dim", "hvae1_mlp_bernoulli_free_bits", VAEConfig(model="hvae", free_bits=0.1, **hvae1)),
+        ("HVAE depth 1, warm-up + free bits", "hvae1_mlp_bernoulli_warmup_free_bits",
+         VAEConfig(model="hvae", kl_warmup_steps=warmup, free_bits=0.1, **hvae1)),
+        ("HVAE depth 1, top-down, free bits", "hvae1_mlp_bernoulli_top_down_free_bits",
+         VAEConfig(model="hvae", inference="top_down", free_bits=0.1, **hvae1)),
         ("VAE MLP, Gaussian σ per pixel", "vae_mlp_gaussian", VAEConfig(likelihood="gaussian", arch="mlp", latent_dim=50, hidden=400, **common)),
         ("VAE MLP, full-covariance q(z|x)", "vae_mlp_bernoulli_full", VAEConfig(likelihood="bernoulli", arch="mlp", latent_dim=50, hidden=400, posterior="full", **common)),
         ("VAE MLP, Gaussian μ, σ from the decoder", "vae_mlp_gaussian_network", VAEConfig(likelihood="gaussian_network", arch="mlp", latent_dim=50, hidden=400, **common)),
@@ -47,7 +67,8 @@ def vae_rows(epochs: int, seed: int):
 
 # k = 1000 on 1,000 digits costs ~20 min per conv row on 2 CPU cores (~1 ms per decoder pass): the 8-bit conv rows
 # run only when asked for (--rows ... vae_conv_gaussian vae_conv_discretized)
-DEFAULT_ROWS = ("vae_mlp_bernoulli", "vae_conv_bernoulli", "hvae_mlp_bernoulli", "vae_mlp_gaussian", "vae_mlp_discretized")
+DEFAULT_ROWS = ("vae_mlp_bernoulli", "vae_conv_bernoulli", "hvae_mlp_bernoulli", "hvae1_mlp_bernoulli_free_bits", "vae_mlp_gaussian",
+                "vae_mlp_discretized")
 
 
 def vae_row(config: VAEConfig, run_dir: Path, k: int, device, retrain: bool) -> dict:
@@ -61,6 +82,13 @@ def vae_row(config: VAEConfig, run_dir: Path, k: int, device, retrain: bool) -> 
         result = train_vae(config, run_dir, device=device, iwae_k=k)
     cached.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def active_units(result: dict, config: VAEConfig) -> str:
+    """'z 50/50' or 'z1 64/64, z2 2/32': the active units of each latent layer out of its size."""
+    if config.model == "hvae":
+        return f"z1 {result['active_units_z1']}/{config.latent_dim}, z2 {result['active_units_z2']}/{config.latent_dim2}"
+    return f"z {result['active_units_z']}/{config.latent_dim}"
 
 
 def linear_gaussian_rows(latent_dim: int, seed: int, device) -> list[tuple[str, dict]]:
@@ -140,10 +168,11 @@ def main() -> None:
         autoencoders.append((label, train_autoencoder(config, run_dir, device=device)))
 
     print(f"\nHeld-out mnist5k, binarized (fixed seed), {args.epochs} epochs each, device {device}")
-    print(f"{'model':<34}{'−ELBO nats':>12}{f'−IWAE k={args.iwae_k}':>16}{'train s':>9}")
+    print(f"{'model':<34}{'−ELBO nats':>12}{f'−IWAE k={args.iwae_k}':>16}{'train s':>9}   active units (Burda et al. 2016)")
     for label, likelihood, config, result in results:
         if likelihood == "bernoulli":
-            print(f"{label:<34}{-result['test_elbo_nats']:>12.2f}{-result['test_iwae_nats']:>16.2f}{result['train_seconds']:>9.0f}")
+            print(f"{label:<34}{-result['test_elbo_nats']:>12.2f}{-result['test_iwae_nats']:>16.2f}{result['train_seconds']:>9.0f}   "
+                  f"{active_units(result, config)}")
     print(f"\nHeld-out mnist5k, 8-bit: bits/dim from the IWAE bound (k={args.iwae_k}); Gaussian rows on uniformly dequantized data")
     print(f"{'model':<34}{'−ELBO nats':>12}{'bits/dim':>16}{'train s':>9}")
     for label, likelihood, config, result in results:

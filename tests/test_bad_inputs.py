@@ -336,6 +336,8 @@ TRAIN_VAE_CASES = [
     (["--lr", "-0.001"], "lr must be a positive float, got -0.001"),
     (["--lr", "nan"], "lr must be a positive float, got nan"),
     (["--beta", "0"], "beta must be a positive float, got 0.0"),
+    (["--free-bits", "-1"], "free_bits must be a float >= 0 (nats per latent dimension), got -1.0"),
+    (["--kl-warmup-steps", "-5"], "kl_warmup_steps must be an int >= 0, got -5"),
     (["--seed", "-1"], "seed must be an int >= 0, got -1"),
     (["--iwae-k", "0"], "iwae_k must be a positive int, got 0"),
     (["--max-steps", "0"], "max-steps must be a positive int, got 0"),

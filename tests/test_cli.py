@@ -71,7 +71,7 @@ def test_hvae_with_iwae_on_digits(tmp_path, capsys):
     assert config["model"] == "hvae" and config["elbo"] == "trace"
     assert result["iwae_k"] == 20 and result["test_iwae_nats"] > result["test_elbo_nats"]
     capsys.readouterr()
-    with pytest.raises(ValueError, match="model='hvae' needs elbo='trace'"):
+    with pytest.raises(ValueError, match="model='hvae' with inference='bottom_up' needs elbo='trace'"):
         main(args[:-1] + ["cpu", "--elbo", "meanfield"])
 
 

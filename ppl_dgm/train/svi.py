@@ -101,6 +101,7 @@ def fit_svi(
     batch_size: int,
     device: str | torch.device = "auto",
     val_data: TensorDataset | Sequence[torch.Tensor] | torch.Tensor | None = None,
+    val_loss: ELBO | None = None,
     checkpoint: Checkpoint | str | os.PathLike | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -111,8 +112,9 @@ def fit_svi(
 
     ``model(*batch)`` and ``guide(*batch)`` must put per-example sites in ``pyro.plate("data", B)``;
     those sites are scaled by N/B. ``optim`` builds a ``torch.optim`` optimizer from parameters
-    (default Adam, lr 1e-3). Other keyword arguments go to :func:`ppl_dgm.train.fit`
-    (``metrics_path``, ``ema_decay``, ``max_steps``, ``transform``, ``seed``, ...).
+    (default Adam, lr 1e-3). ``val_loss`` estimates the validation losses (default ``loss``): the true ELBO when
+    ``loss`` is a training objective such as KL warm-up or free bits. Other keyword arguments go to
+    :func:`ppl_dgm.train.fit` (``metrics_path``, ``ema_decay``, ``max_steps``, ``transform``, ``seed``, ...).
 
     The first minibatch is evaluated with Pyro's validation as the caller set it (shapes,
     supports, parameter constraints); later steps skip those checks unless
@@ -123,8 +125,10 @@ def fit_svi(
     check_positive_int("epochs", epochs)
     check_positive_int("batch_size", batch_size)
     loss = loss if loss is not None else Trace_ELBO()
-    if not isinstance(loss, ELBO):
-        raise TypeError(f"loss must be a pyro.infer ELBO instance (e.g. Trace_ELBO()), got {loss!r}")
+    val_loss = val_loss if val_loss is not None else loss
+    for name, value in (("loss", loss), ("val_loss", val_loss)):
+        if not isinstance(value, ELBO):
+            raise TypeError(f"{name} must be a pyro.infer ELBO instance (e.g. Trace_ELBO()), got {value!r}")
     module = owning_module(model, guide)
     tensors = as_tensors(data)
     check_finite_data(tensors)  # before the warm-up, so the message names the bad example
@@ -145,7 +149,7 @@ def fit_svi(
             ) from error
     val_loss_fn = None
     if val_data is not None:
-        val_loss_fn = elbo_loss_fn(model, guide, loss, as_tensors(val_data, "val_data")[0].shape[0])
+        val_loss_fn = elbo_loss_fn(model, guide, val_loss, as_tensors(val_data, "val_data")[0].shape[0])
     fit_kwargs.setdefault("description", "svi")
     train_loss_fn = elbo_loss_fn(model, guide, loss, tensors[0].shape[0])
     if not validate_every_step:

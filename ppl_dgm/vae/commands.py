@@ -17,7 +17,7 @@ def add_parsers(train: argparse._SubParsersAction, sample: argparse._SubParsersA
         parser = train.add_parser(model, help=help_text)
         parser.set_defaults(model=model, handler=_train)
         if model == "vae":
-            add_config_options(parser, VAEConfig, exclude=("model", "latent_dim2", "hidden2"))
+            add_config_options(parser, VAEConfig, exclude=("model", "latent_dim2", "hidden2", "depth", "inference"))
         else:  # the HVAE is a two-layer MLP
             add_config_options(parser, VAEConfig, exclude=("model",), choices={"arch": ("mlp",)})
         parser.add_argument("--iwae-k", type=int, default=None, help="also report the held-out IWAE bound with k samples (e.g. 1000)")

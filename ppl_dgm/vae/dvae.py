@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from ppl_dgm._checks import check_image_shape, check_positive_float, check_positive_int
 from ppl_dgm.vae.likelihoods import BernoulliLikelihood
 
-__all__ = ["DiscreteVAE", "ExpRelaxedCategorical", "temperature_at", "kl_weight_at"]
+__all__ = ["DiscreteVAE", "ExpRelaxedCategorical", "temperature_at"]
 
 
 class ExpRelaxedCategorical(_TorchExpRelaxedCategorical, TorchDistributionMixin):
@@ -53,25 +53,12 @@ def temperature_at(step: int, start: float, minimum: float, rate: float) -> floa
     return max(minimum, start * math.exp(-rate * step))
 
 
-def kl_weight_at(step: int, warmup_steps: int, final: float = 1.0) -> float:
-    """The KL weight β of training step ``step`` (0-based): final · min(1, (step + 1) / warmup_steps); ``final``
-    without warm-up.
-
-    Linear KL annealing (Bowman et al. 2016; Sønderby et al. 2016): with the full uniform-prior KL from the first step
-    the relaxed dVAE collapses to q(c | x) = p(c) (README, measured). A ``final`` β ≠ 1 trains a β-VAE objective
-    (Higgins et al. 2017; DALL-E raises its β to 6.6, Ramesh et al. 2021); β < 1 buys peaked q(c | x), i.e.
-    codes worth modelling in stage two. β scales the relaxed training objective only: every held-out figure is the
-    β = 1 ELBO of the discrete model.
-    """
-    return final if warmup_steps == 0 else final * min(1.0, (step + 1) / warmup_steps)
-
-
 class DiscreteVAE(PyroModule):
     """An (h, w) grid of K-way categorical latents with a Bernoulli conv decoder (module docstring).
 
     ``image_shape`` (C, 28, 28) gives a 7x7 grid, (C, 8, 8) a 2x2 grid (the strides of :mod:`ppl_dgm.nn.conv`).
     ``temperature`` is the relaxation's τ and ``kl_weight`` the β scaling the z sites of the training-mode pair; the
-    training loop sets both every step (:func:`temperature_at`, :func:`kl_weight_at`). ``codes(x)`` (B, h, w) are the
+    training loop sets both every step (:func:`temperature_at`, :func:`ppl_dgm.vae.kl_control.kl_weight_at`). ``codes(x)`` (B, h, w) are the
     argmax of q(c | x); ``decode_codes(codes)`` the Bernoulli means in [0, 1]; ``log_likelihood(x, codes)`` is
     log p(x | c) in nats.
     """

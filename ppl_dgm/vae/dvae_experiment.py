@@ -2,7 +2,7 @@
 
 Stage one of DALL-E in miniature (Ramesh et al. 2021): :class:`~ppl_dgm.vae.dvae.DiscreteVAE` trained by SVI on the
 binarized digits through the Gumbel-softmax relaxation, its temperature annealed and its KL weight warmed up per
-optimizer step (:func:`~ppl_dgm.vae.dvae.temperature_at`, :func:`~ppl_dgm.vae.dvae.kl_weight_at`, set by the loop's
+optimizer step (:func:`~ppl_dgm.vae.dvae.temperature_at`, :func:`~ppl_dgm.vae.kl_control.kl_weight_at`, set by the loop's
 ``on_step`` hook, so a resumed run continues on the same schedules). Held-out figures are for the discrete model with
 its uniform prior at β = 1: ELBO and IWAE-k in nats per image (comparable to the Bernoulli VAE rows), the exact
 KL(q(c | x) ‖ uniform), and the usage of the codes. Stage two,
@@ -28,8 +28,9 @@ from ppl_dgm.metrics.likelihood import iwae_log_likelihood
 from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.runs import RunDir
 from ppl_dgm.train.svi import fit_svi
-from ppl_dgm.vae.dvae import DiscreteVAE, kl_weight_at, temperature_at
+from ppl_dgm.vae.dvae import DiscreteVAE, temperature_at
 from ppl_dgm.vae.experiment import binarized_data, write_reconstructions
+from ppl_dgm.vae.kl_control import kl_weight_at
 
 __all__ = ["DVAEConfig", "build_dvae", "dvae_data", "train_dvae", "load_dvae_run", "evaluate_dvae"]
 

@@ -15,8 +15,9 @@ from ppl_dgm.data import load_dataset
 from ppl_dgm.metrics.likelihood import iwae_log_likelihood
 from ppl_dgm.train import Checkpoint
 from ppl_dgm.train.svi import evaluate_elbo
-from ppl_dgm.vae.dvae import DiscreteVAE, kl_weight_at, temperature_at
+from ppl_dgm.vae.dvae import DiscreteVAE, temperature_at
 from ppl_dgm.vae.dvae_experiment import DVAEConfig, dvae_data, evaluate_dvae, train_dvae
+from ppl_dgm.vae.kl_control import kl_weight_at
 
 
 def tiny_dvae(temperature=0.7):
