@@ -51,7 +51,7 @@ def sweep(run: Path, kind: str, scales, args, digit_classifier, classifier_run: 
         model, config = load_latent_ddpm_run(run, device=args.device)
         if not config.class_conditional:
             raise SystemExit(f"{run}: --cfg needs a class-conditional run (trained with --class-conditional)")
-        schedule = build_schedule(config)
+        schedule, tag = build_schedule(config), ""
 
         def sample_at(scale):
             return lambda size, generator, callback: sample_latent_ddpm(
@@ -59,20 +59,19 @@ def sweep(run: Path, kind: str, scales, args, digit_classifier, classifier_run: 
                 guidance_scale=scale)
     else:
         net, config = load_ddpm_run(run, device=args.device)
+        guiding, tag = None, ""
+        if classifier_run is not None:
+            from ppl_dgm.diffusion.classifier_experiment import guiding_classifier
 
-        def sample_at(scale):  # options_at is defined below, once the classifier is loaded
-            options = options_at(scale)
+            guiding = guiding_classifier(classifier_run, config, ddpm_name=repr(str(run)), device=args.device)
+            tag = f"_{classifier_run.name}{trained_steps(classifier_run)}"
+
+        def sample_at(scale):
+            options = {"guidance_scale": scale} if kind == "w" else {"classifier": guiding, "classifier_scale": scale}
             return lambda size, generator, callback: sample_run(net, config, size, sampler=args.sampler, steps=args.steps,
                                                                 generator=generator, progress=True, callback=callback, **options)[0]
-    guiding, tag = None, ""
-    if classifier_run is not None:
-        from ppl_dgm.diffusion.classifier_experiment import guiding_classifier
-
-        guiding = guiding_classifier(classifier_run, config, ddpm_name=repr(str(run)), device=args.device)
-        tag = f"_{classifier_run.name}{trained_steps(classifier_run)}"
     labels = intended_classes(args.num_samples, args.batch_size)
     rows, samples_by_scale = {}, {}
-    options_at = lambda scale: {"guidance_scale": scale} if kind == "w" else {"classifier": guiding, "classifier_scale": scale}  # noqa: E731
     for scale in scales:
         draw = sample_at(scale)
         name = f"{'cfg' if kind == 'w' else 'cg'}{scale:g}{tag}_{args.sampler}{args.steps}"

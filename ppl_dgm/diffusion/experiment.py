@@ -128,6 +128,29 @@ def _to_model_space_batch(batch):
     return (to_model_space(batch[0]),) + tuple(batch[1:])
 
 
+def check_run_sampler(config, sampler: str, steps: int | None, eta: float):
+    """Checks a sampler choice against a run's config (a DDPM or Palette run: ``num_steps``, ``schedule``) and returns the
+    VP SDE the SDE samplers read the network as (VPSDE(0.1, 20), linear T = 1000 only), else None."""
+    from ppl_dgm.diffusion.sampling import SAMPLER_NAMES, SDE_SAMPLER_NAMES
+
+    if sampler not in SAMPLER_NAMES:
+        raise ValueError(f"sampler={sampler!r} is not known; expected one of {SAMPLER_NAMES}")
+    if steps is not None:
+        check_positive_int("steps", steps)
+        if steps > config.num_steps and sampler not in SDE_SAMPLER_NAMES:
+            raise ValueError(f"steps must be at most the run's num_steps={config.num_steps}, got {steps}")
+    if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
+        raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
+    if sampler not in SDE_SAMPLER_NAMES:
+        return None
+    if config.schedule != "linear" or config.num_steps != 1000:
+        raise ValueError(f"sampler={sampler!r} reads the network as VPSDE(0.1, 20), the limit of the linear T = 1000 schedule; "
+                         f"this run has schedule={config.schedule!r}, num_steps={config.num_steps}")
+    from ppl_dgm.sde import VPSDE
+
+    return VPSDE(0.1, 20.0)
+
+
 def sample_run(ema_net: nn.Module, config: DDPMConfig, n: int, *, sampler: str = "ddim", steps: int | None = None, eta: float = 0.0,
                guidance_scale: float | None = None, classifier: nn.Module | None = None, classifier_scale: float | None = None,
                generator: torch.Generator | None = None, progress: bool = False, callback=None) -> tuple[torch.Tensor, int]:
@@ -136,32 +159,17 @@ def sample_run(ema_net: nn.Module, config: DDPMConfig, n: int, *, sampler: str =
     n // 10 each). DDIM defaults to the run's ``sample_steps``; the SDE samplers read the network as VPSDE(0.1, 20).
     ``classifier`` (a noise-aware p_φ(y | x_t, t) of the same forward process, see ``classifier_experiment``) guides
     toward the same per-class rows with scale ``classifier_scale`` (default 1; Dhariwal & Nichol 2021)."""
-    from ppl_dgm.diffusion.sampling import SAMPLER_NAMES, SDE_SAMPLER_NAMES, sample_by_name
+    from ppl_dgm.diffusion.sampling import sample_by_name
 
-    if sampler not in SAMPLER_NAMES:
-        raise ValueError(f"sampler={sampler!r} is not known; expected one of {SAMPLER_NAMES}")
+    sde = check_run_sampler(config, sampler, steps, eta)
     n = check_positive_int("n", n)
-    if steps is not None:
-        check_positive_int("steps", steps)
-        if steps > config.num_steps and sampler not in SDE_SAMPLER_NAMES:
-            raise ValueError(f"steps must be at most the run's num_steps={config.num_steps}, got {steps}")
     if guidance_scale is not None and not config.class_conditional:
         raise ValueError(f"guidance_scale={guidance_scale!r}: classifier-free guidance needs a class-conditional run "
                          "(trained with --class-conditional); this run is unconditional")
     if guidance_scale is not None and not (isinstance(guidance_scale, (int, float)) and guidance_scale >= 0):
         raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
-    if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
-        raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
     if classifier_scale is not None and classifier is None:
         raise ValueError(f"classifier_scale={classifier_scale!r} needs a classifier (a noisy-classifier run), got classifier=None")
-    sde = None
-    if sampler in SDE_SAMPLER_NAMES:
-        if config.schedule != "linear" or config.num_steps != 1000:
-            raise ValueError(f"sampler={sampler!r} reads the network as VPSDE(0.1, 20), the limit of the linear T = 1000 schedule; "
-                             f"this run has schedule={config.schedule!r}, num_steps={config.num_steps}")
-        from ppl_dgm.sde import VPSDE
-
-        sde = VPSDE(0.1, 20.0)
     device = next(ema_net.parameters()).device
     shape = dataset_image_shape(config.dataset)
     y, labels, nrow = None, None, 8

@@ -55,6 +55,12 @@ def _respaced(schedule: NoiseSchedule, steps: int | None, device, dtype) -> tupl
     return taus, alpha_bar
 
 
+def _posterior_mean(x0: Tensor, x_t: Tensor, a_t: Tensor, a_s: Tensor) -> Tensor:
+    """μ̃(x_t, x_0) of q(x_s | x_t, x_0) between kept steps s < t, β' = 1 − ᾱ_t/ᾱ_s (Ho et al. 2020, eq. 7)."""
+    beta = 1.0 - a_t / a_s
+    return a_s.sqrt() * beta / (1.0 - a_t) * x0 + (1.0 - beta).sqrt() * (1.0 - a_s) / (1.0 - a_t) * x_t
+
+
 @torch.no_grad()
 def inpaint(eps_model, schedule: NoiseSchedule, x_known: Tensor, mask: Tensor, *, steps: int | None = None, resample: int = 1,
             variance: str = "beta_tilde", generator: torch.Generator | None = None, device: str | torch.device | None = None,
@@ -102,7 +108,7 @@ def inpaint(eps_model, schedule: NoiseSchedule, x_known: Tensor, mask: Tensor, *
                 callback(call, x, x0)
             call += 1
             # unknown pixels: x_s ~ N(μ̃(x_t, x̂_0), σ²) (Ho et al. 2020, eq. 7; Lugmayr et al. 2022, Alg. 1, line 7)
-            mean = a_s.sqrt() * beta / (1.0 - a_t) * x0 + (1.0 - beta).sqrt() * (1.0 - a_s) / (1.0 - a_t) * x
+            mean = _posterior_mean(x0, x, a_t, a_s)
             unknown = mean + sigma * noise() if s > 0 else mean
             known = a_s.sqrt() * x_known + (1.0 - a_s).sqrt() * noise() if s > 0 else x_known  # Alg. 1, line 5
             x_s = torch.where(mask, known, unknown)  # line 8
@@ -172,12 +178,10 @@ def inpaint_smc(eps_model, schedule: NoiseSchedule, x_known: Tensor, mask: Tenso
         if callback is not None:
             callback(call, flat, x0)
         bar.update()
-        # μ̃(x_t, x̂_0) (Ho et al. 2020, eq. 7) of every particle
-        mean = (a_s.sqrt() * beta / (1.0 - a_t) * x0 + (1.0 - beta).sqrt() * (1.0 - a_s) / (1.0 - a_t) * flat).view_as(x)
+        mean = _posterior_mean(x0, flat, a_t, a_s).view_as(x)  # of every particle
         if s > 0:  # the known pixels' next state, x^k_s ~ q(x_s | x_t, x_0) (Ho et al. 2020, eqs. 6–7)
             posterior_variance = beta * (1.0 - a_s) / (1.0 - a_t)
-            known = (a_s.sqrt() * beta / (1.0 - a_t) * x_known + (1.0 - beta).sqrt() * (1.0 - a_s) / (1.0 - a_t) * known
-                     + posterior_variance.sqrt() * noise(*x_known.shape))
+            known = _posterior_mean(x_known, known, a_t, a_s) + posterior_variance.sqrt() * noise(*x_known.shape)
         else:
             known = x_known
         # weight: the reverse kernel's density of the known pixels' next state (Trippe et al. 2022, Alg. 1)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ppl_dgm._checks import check_positive_int, check_positive_int_sequence, check_seed
 from ppl_dgm.data.pairs import PAIR_TASKS, load_pairs
 from ppl_dgm.diffusion.ddpm import simple_loss, to_image_space, to_model_space
-from ppl_dgm.diffusion.experiment import SCHEDULES, build_schedule, ema_state
+from ppl_dgm.diffusion.experiment import SCHEDULES, build_schedule, check_run_sampler, ema_state
 from ppl_dgm.diffusion.schedules import NoiseSchedule
 from ppl_dgm.nn import UNet
 from ppl_dgm.train.device import resolve_device
@@ -134,28 +134,6 @@ def palette_loss(model: ImageConditionedEps, schedule: NoiseSchedule, source: Te
     return simple_loss(lambda x, t: model(x, t, source), schedule, target)
 
 
-def _check_sampler(config: PaletteConfig, sampler: str, steps: int | None, eta: float):
-    """The VP SDE the SDE samplers read the network as (VPSDE(0.1, 20), linear T = 1000 only), else None."""
-    from ppl_dgm.diffusion.sampling import SAMPLER_NAMES, SDE_SAMPLER_NAMES
-
-    if sampler not in SAMPLER_NAMES:
-        raise ValueError(f"sampler={sampler!r} is not known; expected one of {SAMPLER_NAMES}")
-    if steps is not None:
-        check_positive_int("steps", steps)
-        if steps > config.num_steps and sampler not in SDE_SAMPLER_NAMES:
-            raise ValueError(f"steps must be at most the run's num_steps={config.num_steps}, got {steps}")
-    if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
-        raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
-    if sampler not in SDE_SAMPLER_NAMES:
-        return None
-    if config.schedule != "linear" or config.num_steps != 1000:
-        raise ValueError(f"sampler={sampler!r} reads the network as VPSDE(0.1, 20), the limit of the linear T = 1000 schedule; "
-                         f"this run has schedule={config.schedule!r}, num_steps={config.num_steps}")
-    from ppl_dgm.sde import VPSDE
-
-    return VPSDE(0.1, 20.0)
-
-
 @torch.no_grad()
 def sample_palette(model: ImageConditionedEps, config: PaletteConfig, source: Tensor, *, sampler: str = "ddim",
                    steps: int | None = None, eta: float = 0.0, generator: torch.Generator | None = None, progress: bool = False,
@@ -165,7 +143,7 @@ def sample_palette(model: ImageConditionedEps, config: PaletteConfig, source: Te
     ``sample_steps`` by default; the SDE samplers read the network as VPSDE(0.1, 20)). ``callback`` as the contract's."""
     from ppl_dgm.diffusion.sampling import sample_by_name
 
-    sde = _check_sampler(config, sampler, steps, eta)
+    sde = check_run_sampler(config, sampler, steps, eta)
     if not isinstance(source, Tensor) or not source.is_floating_point() or source.ndim != 4 or tuple(source.shape[1:]) != IMAGE_SHAPE:
         got = f"shape {tuple(source.shape)}, dtype {source.dtype}" if isinstance(source, Tensor) else type(source).__name__
         raise ValueError(f"source must be a float tensor (B, {', '.join(map(str, IMAGE_SHAPE))}) of {config.task!r} sources "
