@@ -1,6 +1,11 @@
 """Two gloo processes on the CPU train exactly like one process on the concatenated batches."""
+import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -72,13 +77,31 @@ def test_two_process_ddp_equals_single_process_on_concatenated_batches(tmp_path)
     assert (tmp_path / "rank0.pt").is_file() and not (tmp_path / "rank1.pt").exists()  # only rank 0 writes
 
 
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def run_torchrun(command):
+    """Run a torchrun command line; once more if gloo aborted a process with no Python error.
+
+    In about one CI run in many (never in 45 local repeats) a rank died of SIGABRT with only
+    "terminate called without an active exception" from C++ and no Python traceback, the
+    signature of gloo threads torn down out of order (pytorch/pytorch#190489). The run folder is
+    written afresh by the second attempt (same --name, not --resume); any other failure, or the
+    abort twice, fails the test.
+    """
+    environment = dict(os.environ, OMP_NUM_THREADS="1")
+    finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=130)
+    if finished.returncode != 0 and TEARDOWN_ABORT in finished.stderr and "Traceback (most recent call last)" not in finished.stderr.split(TEARDOWN_ABORT)[0]:
+        warnings.warn(f"torchrun: a rank aborted ({TEARDOWN_ABORT!r}); ran the command again")
+        runs_dir = command[command.index("--runs-dir") + 1]
+        shutil.rmtree(os.path.join(runs_dir, command[command.index("--name") + 1]), ignore_errors=True)
+        finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=130)
+    return finished
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("family", ["vae", "ddpm", "score-sde"])
 def test_torchrun_cli_trains_with_two_processes(tmp_path, family):
-    import json
-    import subprocess
-    import sys
-
     options = {
         "vae": ["--latent-dim", "4", "--hidden", "32", "--batch-size", "50"],
         "ddpm": ["--channels", "8", "--channel-mults", "1", "2", "--num-res-blocks", "1", "--no-attention", "--num-steps", "50",
@@ -88,8 +111,7 @@ def test_torchrun_cli_trains_with_two_processes(tmp_path, family):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ppl_dgm.cli",
                "train", family, "--dataset", "digits", "--epochs", "2", "--max-steps", "20", "--runs-dir", str(tmp_path),
                "--name", "run", "--device", "cpu", "--no-progress", "--distributed", *options]
-    environment = dict(os.environ, OMP_NUM_THREADS="1")
-    finished = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=280)
+    finished = run_torchrun(command)
     assert finished.returncode == 0, finished.stderr[-3000:]
     run = tmp_path / "run"
     lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -103,14 +125,10 @@ def test_torchrun_cli_trains_with_two_processes(tmp_path, family):
 @pytest.mark.parametrize("loss", ["non_saturating", "wasserstein_gp"])
 def test_torchrun_gan_trains_with_two_processes(tmp_path, loss):
     """Both players' gradients are all-reduced (gradient penalty included); 4,000 digits / (2 × 250) = 8 steps an epoch."""
-    import json
-    import subprocess
-    import sys
-
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ppl_dgm.cli",
                "train", "gan", "--loss", loss, "--latent-dim", "8", "--channels", "8", "--batch-size", "250", "--epochs", "1",
                "--runs-dir", str(tmp_path), "--name", "run", "--device", "cpu", "--no-progress", "--distributed"]
-    finished = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=280)
+    finished = run_torchrun(command)
     assert finished.returncode == 0, finished.stderr[-3000:]
     run = tmp_path / "run"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
