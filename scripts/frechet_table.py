@@ -121,6 +121,8 @@ def main(argv=None) -> int:
     parser.add_argument("--inception-weights", default=None, help="also the standard FID from this local Inception-v3 weights file")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--floor-spread", action="store_true",
+                        help="also the FD of every disjoint set of N real training digits: how much FD moves at this N")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -134,6 +136,11 @@ def main(argv=None) -> int:
         rows[f"floor: {n} real training digits"] = sample_quality(train[:n], classifier=classifier, seed=args.seed, inception_weights=args.inception_weights)
         noisy = (train[:n] + 0.2 * torch.randn(train[:n].shape, generator=torch.Generator().manual_seed(args.seed))).clamp(0, 1)
         rows[f"{n} real digits + N(0, 0.2²) noise"] = sample_quality(noisy, classifier=classifier, seed=args.seed)
+        if args.floor_spread:
+            fds = torch.tensor([sample_quality(train[i : i + n], classifier=classifier, kid_subsets=1)["fd"]
+                                for i in range(0, len(train) - n + 1, n)], dtype=torch.float64)
+            print(f"floor spread: FD of {len(fds)} disjoint sets of {n} training digits: mean {fds.mean():.2f}, "
+                  f"sd {fds.std():.2f}, range {fds.min():.2f}-{fds.max():.2f}")
     if args.runs:
         from ppl_dgm.gan.experiment import evaluate_gan, load_gan_run
 

@@ -1,6 +1,6 @@
 """The training curve of a run: its metrics.jsonl's training loss and held-out loss per epoch, as a PNG.
 
-    python scripts/plot_training_curve.py runs/ddpm_mnist5k_ref docs/images/ddpm_ref_training_curve.png
+    python scripts/plot_training_curve.py runs/ddpm_mnist5k_ref docs/images/ddpm_ref_training_curve_200ep.png --log
 """
 import argparse
 from pathlib import Path
