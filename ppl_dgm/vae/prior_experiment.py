@@ -1,6 +1,6 @@
 """Train / load / sample / evaluate an autoregressive code prior over a trained VQ-VAE or dVAE run (``ppl-dgm train code-prior``).
 
-Stage two of a VQ-VAE (van den Oord et al. 2017, sec. 3.2) or of a discrete VAE (DALL-E's transformer, Ramesh et al.
+Stage two of a VQ-VAE (van den Oord et al. 2017, sec. 3.3) or of a discrete VAE (DALL-E's transformer, Ramesh et al.
 2021, sec. 2.2): the source model is frozen, its codes of the training images are the data (with ``class_conditional``
 the label is the first token, "text-to-image" in miniature), and :class:`~ppl_dgm.vae.prior.CodePrior` is fit by
 maximum likelihood. Samples are code grids drawn from the prior and decoded by the source (``decode_codes``). The
@@ -39,7 +39,7 @@ from ppl_dgm.train.loop import fit
 from ppl_dgm.train.runs import RunDir
 from ppl_dgm.vae.prior import CodePrior
 
-__all__ = ["CodePriorConfig", "CodePriorModel", "train_code_prior", "load_code_prior_run", "evaluate_code_prior", "load_source_run",
+__all__ = ["CodePriorConfig", "CodePriorModel", "train_code_prior", "load_code_prior_run", "evaluate_code_prior", "two_stage_bound", "gaussian_decoder_variance", "load_source_run",
            "source_data", "SOURCE_FAMILIES"]
 
 SOURCE_FAMILIES = ("vqvae", "dvae")  # run families with codes(x) and decode_codes(codes)
@@ -181,16 +181,17 @@ def evaluate_code_prior(model: CodePriorModel, config: CodePriorConfig, source_c
     prior, source = model.prior.eval(), model.source
     device = next(prior.parameters()).device
     test_images, test_labels = source_data(source_config, "test")
-    test_codes = codes_of(source, test_images)
-    y = test_labels.to(device) if prior.num_classes else None
-    log_prior = torch.cat([prior.log_prob(chunk.to(device), None if y is None else y[i : i + 500]).cpu()
-                           for i, chunk in zip(range(0, len(test_codes), 500), test_codes.split(500))])
-    if _is_dvae(source_config):  # log p(x | c(x)) under the dVAE's Bernoulli decoder, nats per binarized image
-        log_likelihood = torch.cat([source.log_likelihood(images.to(device), codes.to(device)).cpu()
-                                    for images, codes in zip(test_images.split(500), test_codes.split(500))])
+    y = test_labels if prior.num_classes else None
+    generator = torch.Generator().manual_seed(seed)
+    variance = None
+    if not _is_dvae(source_config):
+        train_images = load_dataset(source_config.dataset, "train", root=source_config.data_root).tensors[0]
+        variance = gaussian_decoder_variance(source, train_images, generator=generator)
+    terms = two_stage_bound(model, test_images, y, decoder_variance=variance, generator=generator)
+    log_prior, log_likelihood = terms["log_prior"], terms["log_likelihood"]
+    if _is_dvae(source_config):  # nats per binarized image
         bound = {"test_nll_bound_nats": float(-(log_prior + log_likelihood).mean())}
     else:
-        log_likelihood = _gaussian_decoder_log_likelihood(source, source_config, test_images, test_codes, seed)
         bound = {"test_bits_per_dim": float(bits_per_dim(-(log_prior + log_likelihood).mean(), test_images[0].numel()))}
     result: dict[str, Any] = {
         "test_nats_per_code": float(-log_prior.mean() / prior.length),
@@ -212,20 +213,53 @@ def evaluate_code_prior(model: CodePriorModel, config: CodePriorConfig, source_c
     return result
 
 
-def _gaussian_decoder_log_likelihood(vqvae: nn.Module, vq_config: Any, test_images: Tensor, test_codes: Tensor, seed: int) -> Tensor:
-    """log p(x | c(x)) (B,) of the dequantized test digits under N(decoder(c), diag σ²), σ² per pixel the maximum-likelihood
-    fit to the dequantized training digits' reconstruction errors (module docstring); nats of the density of (k + u)/256."""
+@torch.no_grad()
+def gaussian_decoder_variance(vqvae: nn.Module, train_images: Tensor, *, generator: torch.Generator | None = None,
+                              batch_size: int = 500) -> Tensor:
+    """σ² per pixel (C, H, W) of a VQ-VAE's decoder density p(x | c) = N(decoder(c(x)), diag σ²): the maximum-likelihood
+    fit to the uniformly dequantized training images' reconstruction errors, floored at the variance of one uniform
+    bin, (1/256)²/12 (module docstring)."""
     from ppl_dgm.metrics.likelihood import dequantize
 
     device = next(vqvae.parameters()).device
-    train_images = load_dataset(vq_config.dataset, "train", root=vq_config.data_root).tensors[0]
-    generator = torch.Generator().manual_seed(seed)
     train_x = dequantize(train_images, generator=generator)
-    train_recon = torch.cat([vqvae.decode_codes(codes_of(vqvae, chunk).to(device)).cpu() for chunk in train_images.split(500)])
-    variance = ((train_x - train_recon) ** 2).mean(0).clamp(min=(1 / 256) ** 2 / 12)
-    test_x = dequantize(test_images, generator=generator)
-    test_recon = vqvae.decode_codes(test_codes.to(device)).cpu()
-    return torch.distributions.Normal(test_recon, variance.sqrt()).log_prob(test_x).flatten(1).sum(1)
+    train_recon = torch.cat([vqvae.decode_codes(codes_of(vqvae, chunk).to(device)).cpu() for chunk in train_images.split(batch_size)])
+    return ((train_x - train_recon) ** 2).mean(0).clamp(min=(1 / 256) ** 2 / 12)
+
+
+@torch.no_grad()
+def two_stage_bound(model: CodePriorModel, images: Tensor, y: Tensor | None = None, *, decoder_variance: Tensor | None = None,
+                    generator: torch.Generator | None = None, batch_size: int = 500) -> dict[str, Tensor]:
+    """The two terms of log p(x) ≥ log p_prior(c(x)) + log p(x | c(x)) (module docstring), per image, in nats:
+    ``{"log_prior": (B,), "log_likelihood": (B,)}``; −(their sum) bounds −log p(x), or −log p(x | y) with labels ``y``
+    for a class-conditional prior.
+
+    A dVAE source scores binary ``images`` with its Bernoulli decoder. A VQ-VAE source scores the uniformly dequantized
+    8-bit ``images`` (dequantized here with ``generator``) under N(decoder(c), diag ``decoder_variance``), the
+    variance from :func:`gaussian_decoder_variance` on its training images.
+    """
+    from ppl_dgm.metrics.likelihood import dequantize
+    from ppl_dgm.vae.dvae import DiscreteVAE
+
+    prior, source = model.prior, model.source
+    if (y is None) != (prior.num_classes is None):
+        raise ValueError(f"y must be given exactly when the prior is class-conditional (num_classes={prior.num_classes}), "
+                         f"got y={'None' if y is None else 'labels'}")
+    is_dvae = isinstance(source, DiscreteVAE)
+    if not is_dvae and decoder_variance is None:
+        raise ValueError("a VQ-VAE source needs decoder_variance (σ² per pixel, from gaussian_decoder_variance on its training images)")
+    device = next(prior.parameters()).device
+    codes = codes_of(source, images, batch_size)
+    log_prior = torch.cat([prior.log_prob(chunk.to(device), None if y is None else y[i : i + batch_size].to(device)).cpu()
+                           for i, chunk in zip(range(0, len(codes), batch_size), codes.split(batch_size))])
+    if is_dvae:
+        log_likelihood = torch.cat([source.log_likelihood(x.to(device), c.to(device)).cpu()
+                                    for x, c in zip(images.split(batch_size), codes.split(batch_size))])
+    else:
+        x = dequantize(images, generator=generator)
+        reconstruction = torch.cat([source.decode_codes(c.to(device)).cpu() for c in codes.split(batch_size)])
+        log_likelihood = torch.distributions.Normal(reconstruction, decoder_variance.sqrt()).log_prob(x).flatten(1).sum(1)
+    return {"log_prior": log_prior, "log_likelihood": log_likelihood}
 
 
 def load_code_prior_run(run_dir: str | os.PathLike, device: str | torch.device = "auto") -> tuple[CodePriorModel, CodePriorConfig]:

@@ -143,6 +143,39 @@ def test_two_stage_run_trains_evaluates_and_loads(vq_runs):
     assert images.shape == (4, 1, 28, 28) and 0 <= float(images.min()) and float(images.max()) <= 1
 
 
+def test_two_stage_bound_terms_against_a_hand_computation(vq_runs):
+    """The bound's terms in batches of 4 against each digit alone (its own label) and log N(x̃; decoder(c(x)), σ²) pixel by
+    pixel, with σ² the floored mean squared reconstruction error of the dequantized training digits."""
+    from ppl_dgm.data import load_dataset
+    from ppl_dgm.metrics.likelihood import dequantize
+    from ppl_dgm.vae.prior_experiment import CodePriorModel, gaussian_decoder_variance, load_source_run, two_stage_bound
+
+    source, source_config = load_source_run(vq_runs / "vq16")
+    torch.manual_seed(0)
+    prior = CodePrior(16, (7, 7), num_classes=10, dim=16, depth=1, heads=2, dropout=0.0).eval()
+    model = CodePriorModel(prior, source)
+    train_images = load_dataset("mnist5k", "train").tensors[0][:300]
+    test_images, labels = (t[:6] for t in load_dataset("mnist5k", "test").tensors[:2])
+    variance = gaussian_decoder_variance(source, train_images, generator=torch.Generator().manual_seed(1), batch_size=128)
+    terms = two_stage_bound(model, test_images, labels, decoder_variance=variance, generator=torch.Generator().manual_seed(2),
+                            batch_size=4)
+    with torch.no_grad():
+        codes = source.codes(test_images)
+        recon_train = source.decode_codes(source.codes(train_images))
+        by_hand_variance = ((dequantize(train_images, generator=torch.Generator().manual_seed(1)) - recon_train) ** 2).mean(0)
+        torch.testing.assert_close(variance, by_hand_variance.clamp(min=1 / (12 * 256**2)))
+        log_prior = torch.cat([prior.log_prob(codes[i : i + 1], labels[i : i + 1]) for i in range(6)])  # one digit at a time
+        x = dequantize(test_images, generator=torch.Generator().manual_seed(2))
+        mean = source.decode_codes(codes)
+        log_density = (-0.5 * (x - mean) ** 2 / variance - 0.5 * torch.log(2 * math.pi * variance)).flatten(1).sum(1)
+    torch.testing.assert_close(terms["log_prior"], log_prior)
+    torch.testing.assert_close(terms["log_likelihood"], log_density, rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="y must be given exactly when the prior is class-conditional"):
+        two_stage_bound(model, test_images, decoder_variance=variance)
+    with pytest.raises(ValueError, match="a VQ-VAE source needs decoder_variance"):
+        two_stage_bound(model, test_images, labels)
+
+
 def test_prior_refuses_a_source_with_another_codebook(vq_runs, tmp_path):
     import shutil
 
