@@ -59,6 +59,9 @@ def vae_rows(epochs: int, seed: int):
         ("VAE MLP, full-covariance q(z|x)", "vae_mlp_bernoulli_full", VAEConfig(likelihood="bernoulli", arch="mlp", latent_dim=50, hidden=400, posterior="full", **common)),
         ("VAE MLP, Gaussian μ, σ from the decoder", "vae_mlp_gaussian_network", VAEConfig(likelihood="gaussian_network", arch="mlp", latent_dim=50, hidden=400, **common)),
         ("VAE conv, Gaussian μ, σ from the decoder", "vae_conv_gaussian_network", VAEConfig(likelihood="gaussian_network", arch="conv", latent_dim=32, **common)),
+        # the σ floor at about one dequantization bin, 1/256 (σ-VAE, Rybkin et al. 2021, clamps log σ ≥ −6, σ ≥ 0.0025)
+        ("VAE conv, Gaussian μ, σ ≥ 0.0039 from the decoder", "vae_conv_gaussian_network_bin_floor",
+         VAEConfig(likelihood="gaussian_network", arch="conv", latent_dim=32, min_scale=0.0039, **common)),
         ("VAE MLP, discretized Gaussian", "vae_mlp_discretized", VAEConfig(likelihood="discretized_gaussian", arch="mlp", latent_dim=50, hidden=400, **common)),
         ("VAE conv, Gaussian σ per pixel", "vae_conv_gaussian", VAEConfig(likelihood="gaussian", arch="conv", latent_dim=32, **common)),
         ("VAE conv, discretized Gaussian", "vae_conv_discretized", VAEConfig(likelihood="discretized_gaussian", arch="conv", latent_dim=32, **common)),
