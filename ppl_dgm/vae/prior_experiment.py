@@ -183,16 +183,18 @@ def evaluate_code_prior(model: CodePriorModel, config: CodePriorConfig, source_c
     test_images, test_labels = source_data(source_config, "test")
     y = test_labels if prior.num_classes else None
     generator = torch.Generator().manual_seed(seed)
+    is_dvae = _is_dvae(source_config)
     variance = None
-    if not _is_dvae(source_config):
+    if not is_dvae:
         train_images = load_dataset(source_config.dataset, "train", root=source_config.data_root).tensors[0]
         variance = gaussian_decoder_variance(source, train_images, generator=generator)
     terms = two_stage_bound(model, test_images, y, decoder_variance=variance, generator=generator)
     log_prior, log_likelihood = terms["log_prior"], terms["log_likelihood"]
-    if _is_dvae(source_config):  # nats per binarized image
-        bound = {"test_nll_bound_nats": float(-(log_prior + log_likelihood).mean())}
+    nll_bound = -(log_prior + log_likelihood).mean()
+    if is_dvae:  # nats per binarized image
+        bound = {"test_nll_bound_nats": float(nll_bound)}
     else:
-        bound = {"test_bits_per_dim": float(bits_per_dim(-(log_prior + log_likelihood).mean(), test_images[0].numel()))}
+        bound = {"test_bits_per_dim": float(bits_per_dim(nll_bound, test_images[0].numel()))}
     result: dict[str, Any] = {
         "test_nats_per_code": float(-log_prior.mean() / prior.length),
         "test_prior_nats": float(-log_prior.mean()),
