@@ -20,7 +20,7 @@ from ppl_dgm._checks import check_positive_int, check_seed
 from ppl_dgm.data import image_shape as dataset_image_shape
 from ppl_dgm.data import load_dataset
 from ppl_dgm.data import num_classes as dataset_num_classes
-from ppl_dgm.gan.losses import OBJECTIVE_NAMES, apply_spectral_norm, objective
+from ppl_dgm.gan.losses import OBJECTIVE_NAMES, apply_spectral_norm, objective, with_r1
 from ppl_dgm.gan.nets import DCGANDiscriminator, DCGANGenerator
 from ppl_dgm.gan.stylegan import StyleGenerator
 from ppl_dgm.gan.trainer import check_n_critic, fit_gan
@@ -52,6 +52,7 @@ class GANConfig:
     spectral_norm: bool = field(default=False, metadata={"help": "spectral normalization in D (Miyato et al. 2018)"})
     minibatch_std: bool = field(default=False, metadata={"help": "minibatch std feature in D (Karras et al. 2018)"})
     mixing_probability: float = field(default=0.9, metadata={"help": "style mixing (stylegan)"})
+    r1_gamma: float = field(default=0.0, metadata={"help": "γ of the R1 penalty γ/2·E‖∇D(x)‖² on real data (Mescheder et al. 2018)"})
     seed: int = 0
     data_root: str | None = field(default=None, metadata={"help": "folder with torchvision files; never downloads"})
 
@@ -68,6 +69,8 @@ class GANConfig:
             check_n_critic(self.n_critic)
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive float, got {self.lr!r}")
+        if not (isinstance(self.r1_gamma, (int, float)) and math.isfinite(self.r1_gamma) and self.r1_gamma >= 0):
+            raise ValueError(f"r1_gamma must be a finite float >= 0, got {self.r1_gamma!r}")
         if not 0.0 < self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in (0, 1), got {self.ema_decay!r}")
 
@@ -156,7 +159,7 @@ def train_gan(config: GANConfig, run_dir: str | os.PathLike, *, device: str | to
 
     started = time.perf_counter()
     history = fit_gan(
-        generator, discriminator, (images * 2 - 1, labels), loss=objective(config.loss), latent_dim=config.latent_dim,
+        generator, discriminator, (images * 2 - 1, labels), loss=with_r1(objective(config.loss), config.r1_gamma), latent_dim=config.latent_dim,
         n_critic=config.n_critic, conditional=config.arch == "cgan", epochs=config.epochs, batch_size=config.batch_size,
         lr=config.lr, ema=ema, device=device, checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path,
         max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 import torch
@@ -37,6 +37,8 @@ __all__ = [
     "hinge_discriminator_loss",
     "hinge_generator_loss",
     "gradient_penalty",
+    "r1_penalty",
+    "with_r1",
     "clip_weights",
     "apply_spectral_norm",
     "optimal_discriminator",
@@ -130,6 +132,14 @@ def gradient_penalty(discriminator: Callable[..., Tensor], real: Tensor, fake: T
     return ((norms - 1.0) ** 2).mean()
 
 
+def r1_penalty(discriminator: Callable[..., Tensor], real: Tensor, *condition: Tensor) -> Tensor:
+    """E_{p_D} ‖∇_x D(x)‖₂² on real examples (Mescheder et al. 2018, eq. 9); D's loss adds γ/2 times it."""
+    real = real.detach().requires_grad_(True)
+    outputs = discriminator(real, *condition)
+    (gradients,) = torch.autograd.grad(outputs.sum(), real, create_graph=True)
+    return gradients.flatten(1).pow(2).sum(1).mean()
+
+
 @torch.no_grad()
 def clip_weights(module: nn.Module, clip: float) -> None:
     """Clamp every parameter of the critic to [−c, c] in place (Arjovsky et al. 2017, Alg. 1, line 7)."""
@@ -154,7 +164,8 @@ def apply_spectral_norm(module: nn.Module) -> nn.Module:
 class Objective:
     """A discriminator/generator loss pair with its paper's recipe (optimizer, lr, betas, n_critic, batch size).
 
-    ``weight_clip`` (WGAN) clamps the critic after each step; ``penalty_weight`` λ adds λ·gradient_penalty.
+    ``weight_clip`` (WGAN) clamps the critic after each step; ``penalty_weight`` λ adds λ·gradient_penalty;
+    ``r1_weight`` γ adds γ/2·r1_penalty on the real batch (:func:`with_r1`).
     """
 
     name: str
@@ -162,6 +173,7 @@ class Objective:
     generator_loss: Callable[[Tensor], Tensor]
     weight_clip: float | None = None
     penalty_weight: float | None = None
+    r1_weight: float | None = None
     optimizer: str = "adam"
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
@@ -175,6 +187,15 @@ class Objective:
         if self.optimizer == "rmsprop":
             return torch.optim.RMSprop(parameters, lr=lr)
         return torch.optim.Adam(parameters, lr=lr, betas=self.betas)
+
+
+def with_r1(base: Objective, gamma: float) -> Objective:
+    """``base`` with the R1 penalty γ/2·E‖∇D(x)‖² on real data added to D's loss (Mescheder et al. 2018, eq. 9), the
+    regularizer of StyleGAN (Karras et al. 2019, sec. 4 / App. C); γ = 0 returns ``base`` unchanged."""
+    if not isinstance(base, Objective):
+        raise TypeError(f"base must be an Objective, got {base!r}")
+    gamma = _check_nonnegative("gamma", gamma)
+    return replace(base, r1_weight=gamma or None)
 
 
 def minimax() -> Objective:

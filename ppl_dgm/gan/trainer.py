@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from ppl_dgm._checks import check_positive_int
-from ppl_dgm.gan.losses import Objective, clip_weights, gradient_penalty
+from ppl_dgm.gan.losses import Objective, clip_weights, gradient_penalty, r1_penalty
 from ppl_dgm.train.checkpoint import Checkpoint, rng_state, set_rng_state
 from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.distributed import all_reduce_mean, rank_and_world_size
@@ -302,6 +302,8 @@ def fit_gan(
         if loss.penalty_weight:
             # Gulrajani et al. 2017, eq. 3: L = E D(x̃) − E D(x) + λ E (‖∇D(x̂)‖₂ − 1)²
             value = value + loss.penalty_weight * gradient_penalty(discriminator, real, fake, *condition)
+        if loss.r1_weight:
+            value = value + 0.5 * loss.r1_weight * r1_penalty(discriminator, real, *condition)  # Mescheder et al. 2018, eq. 9
         return value
 
     def generator_loss(batch: Batch) -> Tensor:

@@ -4,6 +4,7 @@ from ppl_dgm.nn.blocks import (
     AdaptiveInstanceNorm,
     AttentionBlock,
     Downsample,
+    EqualizedLinear,
     ModulatedConv2d,
     NoiseInjection,
     ResidualBlock,
@@ -19,6 +20,7 @@ from ppl_dgm.nn.unet import UNet
 __all__ = [
     "AdaptiveInstanceNorm",
     "AttentionBlock",
+    "EqualizedLinear",
     "ModulatedConv2d",
     "NoiseInjection",
     "adaptive_instance_norm",

@@ -16,6 +16,7 @@ __all__ = [
     "AdaptiveInstanceNorm",
     "NoiseInjection",
     "ModulatedConv2d",
+    "EqualizedLinear",
 ]
 
 
@@ -105,6 +106,29 @@ def adaptive_instance_norm(x: Tensor, scale: Tensor, bias: Tensor, eps: float = 
     mean = x.mean(dim=(2, 3), keepdim=True)
     std = (x.var(dim=(2, 3), keepdim=True, unbiased=False) + eps).sqrt()
     return expand_like(scale, x) * (x - mean) / std + expand_like(bias, x)
+
+
+class EqualizedLinear(nn.Module):
+    """A linear layer with the equalized learning rate (Karras et al. 2018, sec. 4.1; 2019, App. C).
+
+    The stored weight is N(0, 1) / lr_multiplier and is scaled at run time by c = gain / √fan_in · lr_multiplier (He's
+    constant), the bias stored as bias_init / lr_multiplier and scaled by lr_multiplier. Every layer then learns at the
+    same speed under Adam, and ``lr_multiplier`` = 0.01 slows one network by 100x (StyleGAN's mapping network).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, gain: float = 1.0,
+                 lr_multiplier: float = 1.0, bias_init: float | Tensor = 0.0):
+        super().__init__()
+        if not lr_multiplier > 0:
+            raise ValueError(f"lr_multiplier must be > 0, got {lr_multiplier!r}")
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full((out_features,), 0.0) + torch.as_tensor(bias_init) / lr_multiplier) if bias else None
+        self.weight_scale = gain / in_features**0.5 * lr_multiplier
+        self.lr_multiplier = lr_multiplier
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = None if self.bias is None else self.bias * self.lr_multiplier
+        return F.linear(x, self.weight * self.weight_scale, bias)
 
 
 class AdaptiveInstanceNorm(nn.Module):

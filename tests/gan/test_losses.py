@@ -16,7 +16,9 @@ from ppl_dgm.gan.losses import (
     gradient_penalty,
     objective,
     optimal_discriminator,
+    r1_penalty,
     value_function,
+    with_r1,
 )
 
 LOG4 = math.log(4.0)
@@ -84,6 +86,30 @@ def test_gradient_penalty_of_a_linear_critic():
     layer = nn.Linear(2, 1)
     gradient_penalty(lambda x: layer(x).squeeze(1), real, fake).backward()
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+def test_r1_penalty_by_hand():
+    real = torch.randn(8, 2, dtype=torch.float64)
+    linear = lambda x: x @ torch.tensor([3.0, 4.0], dtype=torch.float64)  # noqa: E731  ∇D = w: R1 = ‖w‖² = 25
+    torch.testing.assert_close(r1_penalty(linear, real), torch.tensor(25.0, dtype=torch.float64))
+    quadratic = lambda x: x.pow(2).sum(1)  # noqa: E731  ∇D = 2x: R1 = 4 E‖x‖²
+    torch.testing.assert_close(r1_penalty(quadratic, real), 4 * real.pow(2).sum(1).mean())
+    shifted = lambda x, y: (x - y).pow(2).sum(1)  # noqa: E731  the condition reaches D
+    torch.testing.assert_close(r1_penalty(shifted, real, real), torch.tensor(0.0, dtype=torch.float64))
+    layer = nn.Linear(2, 1).double()
+    r1_penalty(lambda x: layer(x).squeeze(1), real).backward()  # differentiable in D's parameters: d‖w‖²/dw = 2w
+    torch.testing.assert_close(layer.weight.grad, 2 * layer.weight.detach())
+    assert real.grad is None  # the real batch is not touched
+
+
+def test_with_r1_sets_gamma_and_checks_it():
+    base = objective("non_saturating")
+    assert with_r1(base, 10.0).r1_weight == 10.0 and with_r1(base, 10.0).lr == base.lr
+    assert with_r1(base, 0.0) == base
+    with pytest.raises(ValueError, match=r"gamma must be a finite float >= 0, got -1.0"):
+        with_r1(base, -1.0)
+    with pytest.raises(TypeError, match="base must be an Objective"):
+        with_r1("non_saturating", 1.0)
 
 
 def test_weight_clipping_and_spectral_norm():

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ppl_dgm.gan.stylegan import MappingNetwork, StyleGenerator
-from ppl_dgm.nn import AdaptiveInstanceNorm, ModulatedConv2d, NoiseInjection, adaptive_instance_norm
+from ppl_dgm.nn import AdaptiveInstanceNorm, EqualizedLinear, ModulatedConv2d, NoiseInjection, adaptive_instance_norm
 
 
 def test_adain_output_has_the_target_per_channel_mean_and_std():
@@ -48,6 +48,18 @@ def test_modulated_conv_demodulates_to_unit_norm_and_matches_a_plain_conv():
         torch.testing.assert_close(out[b : b + 1], torch.nn.functional.conv2d(x[b : b + 1], weight[b], padding=1), atol=1e-5, rtol=1e-5)
 
 
+def test_equalized_layers_scale_n01_weights_at_run_time_and_slow_the_mapping_network():
+    torch.manual_seed(0)
+    layer = EqualizedLinear(400, 300, gain=2**0.5, lr_multiplier=0.01, bias_init=0.5)
+    x = torch.randn(7, 400)
+    torch.testing.assert_close(layer(x), x @ (layer.weight * 0.01 * (2 / 400) ** 0.5).T + 0.5)  # c = gain / √fan_in · lr_mul
+    assert abs(float(layer.weight.detach().std()) * 0.01 - 1) < 0.01  # stored N(0, 1) / lr_mul: run-time std is He's √(2 / fan_in)
+    layer(x).sum().backward()  # the stored weight's gradient carries the factor c, so Adam's step moves it c-times slower
+    torch.testing.assert_close(layer.weight.grad, torch.ones(300, 1) * x.sum(0)[None] * 0.01 * (2 / 400) ** 0.5)
+    w = MappingNetwork(64, 64)(torch.randn(2000, 64)).detach()  # at init w depends on z (default init gave std 0.02 across z)
+    assert float(w.std(0).mean()) > 0.5
+
+
 def test_style_mixing_takes_styles_after_the_crossover_from_the_second_latent():
     torch.manual_seed(0)
     generator = StyleGenerator(8, (1, 28, 28), channels=8)
@@ -60,7 +72,8 @@ def test_style_mixing_takes_styles_after_the_crossover_from_the_second_latent():
     torch.testing.assert_close(styles[1, :3], w[1].expand(3, -1))
     torch.testing.assert_close(styles[2], w[2].expand(6, -1))  # crossover after the last layer: no mixing
     generator.eval()
-    noise = [torch.randn(3, 1, s, s) for s in (7, 7, 14, 14, 28, 28)]
+    noise = generator.make_noise(3, torch.Generator().manual_seed(0))
+    assert [n.shape[-1] for n in noise] == [7, 7, 14, 14, 28, 28]
     images = generator.synthesize(styles, noise)
     assert images.shape == (3, 1, 28, 28)
     coarse_only = generator.synthesize(generator.styles(z, z_mix, 4), noise)  # styles differ only in the fine layers
@@ -81,3 +94,23 @@ def test_generator_uses_a_learned_constant_and_rejects_bad_shapes():
         StyleGenerator(8, (1, 8, 8))
     with pytest.raises(ValueError, match="mixing_probability must lie in \\[0, 1\\], got 1.5"):
         StyleGenerator(8, mixing_probability=1.5)
+
+
+def test_truncation_psi_zero_gives_the_image_of_the_mean_style():
+    torch.manual_seed(0)
+    generator = StyleGenerator(8, (1, 28, 28), channels=8, mixing_probability=0.0)
+    z_train = torch.randn(16, 8)
+    generator(z_train)  # training mode: w̄ ← lerp(w̄ = 0, mean w, 0.005), also without style mixing
+    torch.testing.assert_close(generator.mean_style, 0.005 * generator.mapping(z_train).mean(0).detach())
+    assert generator.mean_style.abs().sum() > 0
+    with torch.no_grad():
+        generator.mean_style.copy_(torch.randn(8))  # a w̄ far from every w, so ψ shows
+    generator.eval()  # noise strengths start at 0: the image is a function of the styles only
+    z = torch.randn(5, 8)
+    mean_image = generator.synthesize(generator.mean_style.expand(1, generator.num_styles, -1))
+    torch.testing.assert_close(generator(z, truncation=0.0), mean_image.expand(5, -1, -1, -1))  # ψ = 0: every z gives f(w̄)
+    halfway = generator.synthesize(0.5 * (generator.styles(z) + generator.mean_style))  # w' = w̄ + ψ (w − w̄)
+    torch.testing.assert_close(generator(z, truncation=0.5), halfway)
+    torch.testing.assert_close(generator(z, truncation=1.0), generator.synthesize(generator.styles(z)))
+    with pytest.raises(ValueError, match=r"truncation must be a finite float \(ψ, usually in \[0, 1\]\), got nan"):
+        generator(z, truncation=float("nan"))

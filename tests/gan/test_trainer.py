@@ -7,7 +7,7 @@ from torch import nn
 
 from ppl_dgm.data import toy2d
 from ppl_dgm.gan import DCGANDiscriminator, DCGANGenerator
-from ppl_dgm.gan.losses import objective
+from ppl_dgm.gan.losses import minimax_discriminator_loss, objective, with_r1
 from ppl_dgm.gan.trainer import fit_gan, train_adversarial
 from ppl_dgm.gan.toy import toy_networks
 from ppl_dgm.train import Checkpoint, TrainingDiverged, make_ema
@@ -175,3 +175,30 @@ def test_extending_a_run_with_a_learning_rate_schedule_stretches_what_remains(tm
     lr = lambda state: state["generator_optimizer"]["param_groups"][0]["lr"]  # noqa: E731
     assert lr(extended) == pytest.approx(lr(straight)) == pytest.approx(2e-4 * (1 - 0.9 * 5 / 6))  # set before the last step
     assert any(not torch.equal(straight["generator"][k], extended["generator"][k]) for k in straight["generator"])
+
+
+def test_r1_adds_half_gamma_times_the_real_gradient_norm_to_the_discriminator_step():
+    """One discriminator step by SGD(lr = 1) against a generator that ignores z: the update is −∇ of
+    loss(D(x), D(x̃)) + γ/2·‖w‖² for D(x) = w·x + b (Mescheder et al. 2018, eq. 9), computed by hand here."""
+    torch.manual_seed(0)
+    real = torch.randn(8, 3)
+    fake_value = torch.randn(1, 3)
+
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.value = nn.Parameter(fake_value.clone())
+
+        def forward(self, z):
+            return self.value.expand(z.shape[0], -1)
+
+    discriminator = nn.Sequential(nn.Linear(3, 1), nn.Flatten(0))
+    w, b = discriminator[0].weight.detach().clone().requires_grad_(True), discriminator[0].bias.detach().clone().requires_grad_(True)
+    gamma = 4.0
+    by_hand = minimax_discriminator_loss((real @ w.T + b).squeeze(1), (fake_value @ w.T + b).squeeze(1).expand(8)) + gamma / 2 * w.pow(2).sum()
+    by_hand.backward()
+    sgd = lambda parameters: torch.optim.SGD(parameters, lr=1.0)  # noqa: E731
+    fit_gan(Constant(), discriminator, (real,), loss=with_r1(objective("non_saturating"), gamma), latent_dim=2,
+            n_critic=2, epochs=1, batch_size=8, generator_optim=sgd, discriminator_optim=sgd, progress=False, max_steps=1)
+    torch.testing.assert_close(discriminator[0].weight.detach(), w.detach() - w.grad)
+    torch.testing.assert_close(discriminator[0].bias.detach(), b.detach() - b.grad)
