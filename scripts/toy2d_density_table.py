@@ -85,11 +85,12 @@ def plot(rows, nets, configs, path: Path, grid_size: int, seed: int) -> None:
 def train_row(model: str, name: str, args) -> tuple[dict, torch.nn.Module, object]:
     """Train one model on one density into <runs-dir>/<name> (score-sde) or <runs-dir>/<model>_<name>; its table row."""
     epochs = math.ceil(args.steps / math.ceil(ScoreConfig.num_train / args.batch_size))  # fit stops at --steps
-    common = dict(dataset=name, hidden=(128, 128, 128), epochs=epochs, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
+    common = dict(dataset=name, hidden=tuple(args.hidden), epochs=epochs, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
                   seed=args.seed)
     started = time.perf_counter()
     if model == "score-sde":
-        config, run_dir = ScoreConfig(**common), Path(args.runs_dir) / name
+        config = ScoreConfig(**common, likelihood_weighting=args.likelihood_weighting, importance_sampling=args.importance_sampling)
+        run_dir = Path(args.runs_dir) / (name + args.suffix)
         trained = train_score(config, run_dir, device="cpu", progress=False, max_steps=args.steps)
         net, _ = load_score_run(run_dir, device="cpu")
         result = evaluate_score_run(net, config, args.num_test, batch_size=500)
@@ -100,7 +101,8 @@ def train_row(model: str, name: str, args) -> tuple[dict, torch.nn.Module, objec
         net, _ = load_ebm_run(run_dir, device="cpu")
         result = evaluate_ebm_run(net, config, args.num_test)
         extra = {"log_partition": result["log_partition"], "quadrature_error": result["quadrature_error"], "outside_box": result["outside_box"]}
-    row = {"model": model, "name": name, "nll_nats": result["nll_nats"], "standard_error": result["nll_standard_error"],
+    row = {"model": model, "name": name, "hidden": list(args.hidden), "likelihood_weighting": args.likelihood_weighting,
+           "importance_sampling": args.importance_sampling, "nll_nats": result["nll_nats"], "standard_error": result["nll_standard_error"],
            "floor": entropy_floor(name), **extra, "steps": trained.get("steps"), "ema_decay": args.ema_decay, "seed": args.seed,
            "train_seconds": trained["train_seconds"], "total_seconds": time.perf_counter() - started}
     (run_dir / "results.json").write_text(json.dumps(row, indent=2) + "\n")
@@ -120,7 +122,13 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=60, help="side of the density grid in the PNG")
     parser.add_argument("--runs-dir", default="runs/toy2d_table")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128, 128], help="MLP widths")
+    parser.add_argument("--likelihood-weighting", action="store_true", help="score-sde: λ(t) = g(t)² (Song et al. 2021b)")
+    parser.add_argument("--importance-sampling", action="store_true", help="score-sde: t ∝ g²/σ² (needs --likelihood-weighting)")
+    parser.add_argument("--suffix", default="", help="appended to the score-sde run folder names (variants side by side)")
     args = parser.parse_args()
+    if args.importance_sampling and not args.likelihood_weighting:
+        parser.error("--importance-sampling needs --likelihood-weighting")
     if args.steps < 1:
         parser.error(f"--steps must be a positive int, got {args.steps}")
     torch.set_num_threads(args.threads)
@@ -131,8 +139,10 @@ def main() -> None:
             rows.append(row), nets.append(net), configs.append(config)
             print(json.dumps(row), flush=True)
     png = Path(args.runs_dir) / ("toy2d_density_table.png" if args.models == ["score-sde"] else f"toy2d_density_table_{'_'.join(args.models)}.png")
+    png = png.with_name(png.stem + args.suffix + png.suffix)
     plot(rows, nets, configs, png, args.grid, args.seed)
-    print(f"\nTimeConditionedMLP 3x128, {args.steps} steps of {args.batch_size}, lr {args.lr}, EMA {args.ema_decay}, seed {args.seed}; NLL of "
+    print(f"\nTimeConditionedMLP {'x'.join(map(str, args.hidden))}, {args.steps} steps of {args.batch_size}, lr {args.lr}, EMA {args.ema_decay}, seed {args.seed}, "
+          f"score-sde loss {'likelihood-weighted' if args.likelihood_weighting else 'σ²-weighted'}{', t importance-sampled' if args.importance_sampling else ''}; NLL of "
           f"{args.num_test} held-out points: score-sde by the ODE (VP-SDE; dopri5, rtol = atol = 1e-5, eps = 1e-5, exact divergence), "
           "EBMs by quadrature of Z")
     print(f"{'model':13s} {'density':14s} {'NLL (nats)':>16s} {'floor H(p)':>11s} {'gap':>7s} {'NFE':>6s} {'quad. err':>9s} {'train s':>8s}")

@@ -13,7 +13,7 @@ def _add_training_arguments(parser: argparse.ArgumentParser, model: str) -> None
     from ppl_dgm.sde.experiment import ScoreConfig
 
     # NCSN perturbs with geometric σ's, not an SDE
-    add_config_options(parser, ScoreConfig, exclude=("model",) if model == "score-sde" else ("model", "sde", "likelihood_weighting"))
+    add_config_options(parser, ScoreConfig, exclude=("model",) if model == "score-sde" else ("model", "sde", "likelihood_weighting", "importance_sampling"))
     # score-SDE: bf16 on images by default, its held-out loss within seed noise of float32 (docs/benchmarks.md); NCSN's
     # bf16 loss was higher for both seeds measured, so it stays float32
     add_run_options(parser, f"{model}_<dataset>", amp=True, amp_default="auto" if model == "score-sde" else None)

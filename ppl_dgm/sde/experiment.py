@@ -48,6 +48,7 @@ class ScoreConfig:
     channels: int = field(default=32, metadata={"help": "U-Net base channels (images)"})
     channel_mults: tuple[int, ...] = (1, 2, 2)
     likelihood_weighting: bool = field(default=False, metadata={"help": "λ(t) = g(t)² instead of σ(t)²"})
+    importance_sampling: bool = field(default=False, metadata={"help": "with --likelihood-weighting on the VP SDE: t ∝ g²/σ² (Song et al. 2021b)"})
     num_scales: int = field(default=10, metadata={"help": "NCSN: number of geometric σ's"})  # L
     sigma_min: float = field(default=0.01, metadata={"help": "NCSN σ_L / VE σ_min (mnist5k on [−1, 1]: 0.02, the paper's 0.01 on [0, 1] data)"})
     sigma_max: float = field(default=5.0, metadata={"help": "NCSN σ_1 / VE σ_max (mnist5k on [−1, 1]: 2, the paper's 1 on [0, 1] data)"})
@@ -63,6 +64,9 @@ class ScoreConfig:
             if getattr(self, name) not in known:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not known; expected one of {known}")
         check_seed(self.seed)
+        if self.importance_sampling and not (self.likelihood_weighting and self.sde == "vp" and self.model == "score-sde"):
+            raise ValueError("importance_sampling=True needs model='score-sde', sde='vp' and likelihood_weighting=True, got "
+                             f"model={self.model!r}, sde={self.sde!r}, likelihood_weighting={self.likelihood_weighting!r}")
 
     @property
     def is_image(self) -> bool:
@@ -209,7 +213,8 @@ def train_score(config: ScoreConfig, run_dir: str | os.PathLike, *, device: str 
     if config.model == "ncsn":
         loss_fn = lambda batch: dsm_loss(net, batch[0], net.sigmas)  # noqa: E731 (Song & Ermon 2019, eq. 6)
     else:
-        loss_fn = lambda batch: score_sde_loss(net, sde, batch[0], likelihood_weighting=config.likelihood_weighting)  # noqa: E731
+        loss_fn = lambda batch: score_sde_loss(net, sde, batch[0], likelihood_weighting=config.likelihood_weighting,  # noqa: E731
+                                                 importance_sampling=config.importance_sampling)
 
     ema = make_ema(net, config.ema_decay)
 

@@ -140,6 +140,24 @@ class VPSDE(SDE):
         log_coefficient = self._log_mean_coefficient(t)
         return log_coefficient.exp(), (-torch.expm1(2 * log_coefficient)).sqrt()  # eq. 29: σ² = 1 − e^{−∫β}
 
+    def likelihood_weight_time(self, u: Tensor, eps: float) -> tuple[Tensor, float]:
+        """Times t ∈ [eps, T] with density g(t)²/σ(t)² / Z from uniforms u ∈ [0, 1] by inversion, and Z.
+
+        The importance sampling of Song, Durkan, Murray & Ermon 2021 (sec. 5) for the likelihood-weighted loss: with
+        B(t) = ∫₀ᵗ β = β_min t + ½(β_max − β_min)t², g²/σ² = β/(1 − e^{−B}) has the antiderivative F = log(e^B − 1),
+        so F(t) = F(eps) + u (F(T) − F(eps)), B = log(1 + e^F) and t solves the quadratic. Only the VP SDE (this class,
+        not the sub-VP SDE) has this closed form.
+        """
+        spread = self.beta_max - self.beta_min
+
+        def antiderivative(t: float) -> float:
+            return math.log(math.expm1(self.beta_min * t + 0.5 * spread * t**2))
+
+        low, high = antiderivative(eps), antiderivative(self.T)
+        integral = torch.nn.functional.softplus(low + u.double() * (high - low))  # B(t)
+        t = (torch.sqrt(self.beta_min**2 + 2 * spread * integral) - self.beta_min) / spread
+        return t.clamp(eps, self.T), high - low
+
     def discretize(self, x, t, dt):
         # DDPM's chain with β_i = β(t)Δt: x_{i+1} = √(1 − β_i) x_i + √β_i z (Song et al. 2021, eq. 47 / Ho et al. eq. 2)
         beta = expand_like((self._beta(t) * dt).to(x.dtype), x)
@@ -161,6 +179,7 @@ class SubVPSDE(VPSDE):
         return log_coefficient.exp(), -torch.expm1(2 * log_coefficient)  # eq. 30: σ = 1 − e^{−∫β}
 
     discretize = SDE.discretize
+    likelihood_weight_time = None  # the sub-VP SDE's g²/σ² has no closed-form antiderivative here
 
 
 class VESDE(SDE):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from ppl_dgm.sde import VESDE, VPSDE, check_sigmas, dsm_loss, geometric_sigmas, score_sde_loss
+from ppl_dgm.sde import VESDE, VPSDE, SubVPSDE, check_sigmas, dsm_loss, geometric_sigmas, score_sde_loss
 from .conftest import COVARIANCE, MEAN, GaussianScoreEps
 
 EIGENVALUES = torch.linalg.eigvalsh(torch.tensor(COVARIANCE, dtype=torch.float64))
@@ -68,6 +68,39 @@ def test_score_sde_loss_at_the_true_score_equals_its_closed_form_minimum(sde):
     assert within_monte_carlo_error(losses, _quadrature(likelihood_weighted, 1e-2))
     scaled = score_sde_loss(lambda x, t: 0.8 * model(x, t), sde, x, eps=1e-5, generator=torch.Generator().manual_seed(2))
     assert float(scaled) > _quadrature(sigma_weighted, 1e-5) + 0.01
+
+
+def test_importance_sampled_time_has_density_g2_over_sigma2_and_keeps_the_likelihood_weighted_mean():
+    sde, eps = VPSDE(), 1e-5
+    t, normalizer = sde.likelihood_weight_time(torch.rand(200000, generator=torch.Generator().manual_seed(0), dtype=torch.float64), eps)
+
+    def weight(s):  # g²/σ² = β(t) / (1 − e^{−∫β}) (Song et al. 2021b, sec. 5)
+        return sde._diffusion(s) ** 2 / sde._mean_coefficient_std(s)[1] ** 2
+
+    assert abs(normalizer - (1 - eps) * _quadrature(weight, eps, points=2000001)) < 1e-3 * normalizer  # Z = ∫ g²/σ² dt
+    assert eps <= float(t.min()) and float(t.max()) <= 1.0
+    for s in (1e-4, 1e-2, 0.1, 0.5):  # P(t ≤ s) = ∫_eps^s g²/σ² / Z, against the empirical fraction (binomial error)
+        grid = torch.linspace(eps, s, 2000001, dtype=torch.float64)
+        probability = float(torch.trapezoid(weight(grid), grid)) / normalizer
+        assert abs(float((t <= s).double().mean()) - probability) < 4 * math.sqrt(probability * (1 - probability) / t.numel()) + 1e-4
+    model = GaussianScoreEps(sde, MEAN, COVARIANCE)
+    x = gaussian_data(100000)
+
+    def likelihood_weighted(s):  # the closed form of the test above
+        a, std = sde._mean_coefficient_std(s)
+        signal = a[:, None] ** 2 * EIGENVALUES
+        return 0.5 * sde._diffusion(s) ** 2 * (signal / (std[:, None] ** 2 * (signal + std[:, None] ** 2))).sum(1)
+
+    sampled = score_sde_loss(model, sde, x, eps=eps, likelihood_weighting=True, importance_sampling=True, reduction="none",
+                             generator=torch.Generator().manual_seed(4))
+    assert within_monte_carlo_error(sampled, _quadrature(likelihood_weighted, eps, points=2000001))
+    uniform = score_sde_loss(model, sde, x, eps=eps, likelihood_weighting=True, reduction="none", generator=torch.Generator().manual_seed(4))
+    assert float(sampled.std()) < 0.1 * float(uniform.std())  # the point of it
+    with pytest.raises(ValueError, match=r"importance_sampling=True needs likelihood_weighting=True"):
+        score_sde_loss(model, sde, x[:4], importance_sampling=True)
+    for other in (SubVPSDE(), VESDE()):
+        with pytest.raises(ValueError, match=rf"importance_sampling is implemented for the VP SDE only, got {type(other).__name__}"):
+            score_sde_loss(model, other, x[:4], likelihood_weighting=True, importance_sampling=True)
 
 
 def test_geometric_sigmas_and_sigma_checks():

@@ -66,6 +66,17 @@ def test_config_rejects_unknown_names():
         ScoreConfig(sde="vv")
     with pytest.raises(ValueError, match="dataset='cifar' is not known"):
         ScoreConfig(dataset="cifar")
+    with pytest.raises(ValueError, match=r"importance_sampling=True needs .* got model='score-sde', sde='vp', likelihood_weighting=False"):
+        ScoreConfig(importance_sampling=True)
+    with pytest.raises(ValueError, match=r"importance_sampling=True needs .* sde='subvp'"):
+        ScoreConfig(sde="subvp", likelihood_weighting=True, importance_sampling=True)
+
+
+def test_train_score_sde_with_importance_sampled_time(tmp_path):
+    common = ["--dataset", "8gaussians", "--num-train", "1000", "--hidden", "16", "--batch-size", "250", "--runs-dir",
+              str(tmp_path), "--device", "cpu", "--no-progress", "--epochs", "1", "--likelihood-weighting"]
+    assert run(["train", "score-sde", *common, "--importance-sampling", "--name", "sampled"]) == 0
+    assert json.loads((tmp_path / "sampled" / "config.json").read_text())["importance_sampling"] is True
 
 
 @pytest.mark.cuda
