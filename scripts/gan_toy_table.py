@@ -4,6 +4,7 @@
     python scripts/gan_toy_table.py --objectives wasserstein_gp --wasserstein-recipe toy \\
         --steps-for wasserstein_gp=30000 --out runs/gan_toy_wgan_gp.png
     python scripts/gan_toy_table.py --critic-figure docs/images/gan_toy_clipped_critic.png
+    python scripts/gan_toy_table.py --seeds 0 1 2 3 4 --out runs/gan_toy_table_5seeds.png   # mean ± sd over seeds
 
 Each objective trains with its own published recipe (optimizer, lr, betas, n_critic, batch size; see
 ``ppl_dgm.gan.losses``): minimax / non-saturating / least squares Adam 2e-4, β = (0.5, 0.999), n_critic = 1
@@ -22,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -146,11 +148,40 @@ def critic_figure(path: str, steps: int, seed: int) -> list[dict]:
     figure.suptitle(f"Critics after {steps:,} steps against a generator fixed at data + N(0, I) (Gulrajani et al. 2017, Fig. 1)",
                     fontsize=10)
     figure.tight_layout()
-    from pathlib import Path
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=72)
     return rows
+
+
+def seed_summary(rows: list[dict]) -> list[dict]:
+    """Per (dataset, objective label) over its seeds: modes and high-quality share as mean, sd and min, and the number
+    of seeds that cover every mode."""
+    import statistics
+
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["dataset"], row["label"]), []).append(row)
+    summary = []
+    for (dataset, label), group in groups.items():
+        modes = [r["modes_covered"] for r in group]
+        quality = [r["high_quality_fraction"] for r in group]
+        summary.append({"dataset": dataset, "label": label, "seeds": len(group), "num_modes": group[0]["num_modes"],
+                        "modes_mean": statistics.fmean(modes), "modes_sd": statistics.stdev(modes) if len(group) > 1 else 0.0,
+                        "modes_min": min(modes), "all_modes_seeds": sum(m == group[0]["num_modes"] for m in modes),
+                        "hq_mean": statistics.fmean(quality), "hq_sd": statistics.stdev(quality) if len(group) > 1 else 0.0,
+                        "hq_min": min(quality), "generator_steps": group[0]["generator_steps"]})
+    return summary
+
+
+def summary_markdown(summary: list[dict]) -> str:
+    lines = ["| objective | data | G steps | modes (mean ± sd) | min modes | seeds with all modes | high quality (mean ± sd) | min HQ |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row in summary:
+        lines.append(f"| {row['label']} | {row['dataset']} | {row['generator_steps']:,} | {row['modes_mean']:.1f} ± {row['modes_sd']:.1f} "
+                     f"/ {row['num_modes']} | {row['modes_min']} | {row['all_modes_seeds']}/{row['seeds']} | "
+                     f"{100 * row['hq_mean']:.1f} ± {100 * row['hq_sd']:.1f}% | {100 * row['hq_min']:.1f}% |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -168,7 +199,11 @@ def main(argv=None) -> int:
     parser.add_argument("--critic-figure", metavar="PNG", help="only the fixed-generator critic figure (see above), to PNG")
     parser.add_argument("--critic-steps", type=int, default=5000, help="critic steps for --critic-figure")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="several seeds: every run per seed, a summary of modes and HQ (mean ± sd, min) over them; the "
+                             "figure shows the first seed")
     args = parser.parse_args(argv)
+    seeds = args.seeds if args.seeds else [args.seed]
     budgets = parse_budgets(args.steps_for, args.steps)
     torch.set_num_threads(1)
     import matplotlib
@@ -186,35 +221,40 @@ def main(argv=None) -> int:
 
     rows = []
     figure, axes = plt.subplots(len(args.datasets), len(args.objectives), figsize=(3 * len(args.objectives), 3 * len(args.datasets)), squeeze=False)
-    print(f"{'dataset':8} {'objective':21} {'modes':>7} {'high quality':>12} {'D steps':>8} {'G steps':>8} {'seconds':>8}")
-    for row, name in enumerate(args.datasets):
+    print(f"{'seed':>4} {'dataset':8} {'objective':21} {'modes':>7} {'high quality':>12} {'D steps':>8} {'G steps':>8} {'seconds':>8}")
+    for seed, row, name, column, loss in ((seed, row, name, column, loss) for seed in seeds for row, name in enumerate(args.datasets)
+                                          for column, loss in enumerate(args.objectives)):
         centers, _ = toy2d_modes(name)
-        for column, loss in enumerate(args.objectives):
-            spectral_norm = args.spectral_norm and loss in UNCONSTRAINED
-            toy = args.wasserstein_recipe == "toy" and loss in WASSERSTEIN
-            result = train_toy_gan(name, recipe(loss, args.wasserstein_recipe), steps=budgets[loss], spectral_norm=spectral_norm,
-                                   data_scale=TOY_DATA_SCALE[name] if toy else 1.0, seed=args.seed, **SETTINGS)
-            samples = result.pop("samples")
-            rows.append(result)
-            label = loss + (" + SN" if spectral_norm else "") + (" (toy)" if toy else "")
-            print(f"{name:8} {label:21} {result['modes_covered']:>3}/{result['num_modes']:<3} {result['high_quality_fraction']:>12.3f} "
-                  f"{result['steps']:>8} {result['generator_steps']:>8} {result['seconds']:>8.1f}", flush=True)
-            axis = axes[row, column]
-            axis.scatter(samples[:, 0], samples[:, 1], s=1, alpha=0.4)
-            axis.scatter(centers[:, 0], centers[:, 1], s=8, c="red", marker="x")
-            axis.set_title(f"{name}: {label}, {result['generator_steps']:,} G steps\n{result['modes_covered']}/{result['num_modes']} modes, "
-                           f"{100 * result['high_quality_fraction']:.0f}% HQ", fontsize=8)
-            axis.set_aspect("equal")
-            axis.set_xlim(-5.5, 5.5) if name == "grid25" else axis.set_xlim(-3, 3)
-            axis.set_ylim(axis.get_xlim())
+        spectral_norm = args.spectral_norm and loss in UNCONSTRAINED
+        toy = args.wasserstein_recipe == "toy" and loss in WASSERSTEIN
+        result = train_toy_gan(name, recipe(loss, args.wasserstein_recipe), steps=budgets[loss], spectral_norm=spectral_norm,
+                               data_scale=TOY_DATA_SCALE[name] if toy else 1.0, seed=seed, **SETTINGS)
+        samples = result.pop("samples")
+        label = loss + (" + SN" if spectral_norm else "") + (" (toy)" if toy else "")
+        rows.append({**result, "seed": seed, "label": label})
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # rows so far, in case a long multi-seed run stops
+        Path(args.out).with_suffix(".json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        print(f"{seed:>4} {name:8} {label:21} {result['modes_covered']:>3}/{result['num_modes']:<3} {result['high_quality_fraction']:>12.3f} "
+              f"{result['steps']:>8} {result['generator_steps']:>8} {result['seconds']:>8.1f}", flush=True)
+        if seed != seeds[0]:
+            continue
+        axis = axes[row, column]
+        axis.scatter(samples[:, 0], samples[:, 1], s=1, alpha=0.4)
+        axis.scatter(centers[:, 0], centers[:, 1], s=8, c="red", marker="x")
+        axis.set_title(f"{name}: {label}, {result['generator_steps']:,} G steps\n{result['modes_covered']}/{result['num_modes']} modes, "
+                       f"{100 * result['high_quality_fraction']:.0f}% HQ", fontsize=8)
+        axis.set_aspect("equal")
+        axis.set_xlim(-5.5, 5.5) if name == "grid25" else axis.set_xlim(-3, 3)
+        axis.set_ylim(axis.get_xlim())
     figure.tight_layout()
-    from pathlib import Path
-
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=100)
     settings = {**SETTINGS, "steps": {loss: budgets[loss] for loss in args.objectives}, "wasserstein_recipe": args.wasserstein_recipe,
-                "seed": args.seed, "spectral_norm": list(UNCONSTRAINED) if args.spectral_norm else []}
-    Path(args.out).with_suffix(".json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n")
+                "seeds": seeds, "spectral_norm": list(UNCONSTRAINED) if args.spectral_norm else []}
+    summary = seed_summary(rows)
+    if len(seeds) > 1:
+        print(f"\nover seeds {seeds}:\n" + summary_markdown(summary))
+    Path(args.out).with_suffix(".json").write_text(json.dumps({"settings": settings, "rows": rows, "summary": summary}, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 
