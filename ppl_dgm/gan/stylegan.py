@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ppl_dgm._checks import check_image_shape, check_positive_int
-from ppl_dgm.nn.blocks import AdaptiveInstanceNorm, EqualizedLinear, NoiseInjection
+from ppl_dgm.nn.blocks import AdaptiveInstanceNorm, EqualizedConv2d, EqualizedLinear, NoiseInjection
 
 __all__ = ["MappingNetwork", "StyleGenerator"]
 
@@ -23,8 +23,6 @@ class MappingNetwork(nn.Module):
     The layers have the equalized learning rate with He's gain √2 and learn 100x slower than the rest (``lr_multiplier``
     0.01, Karras et al. 2019, App. C). With PyTorch's default init instead, each layer shrinks the variance about
     six-fold, so after 4 layers w barely depends on z (std 0.02 across z) and every sample starts as the same image.
-    The synthesis layers keep PyTorch's init: under the DCGAN recipe's Adam 2e-4, equalized convolutions would learn
-    about 40x slower relative to their weights (StyleGAN pairs them with lr 1e-3 and a discriminator built the same way).
     """
 
     def __init__(self, latent_dim: int, style_dim: int, num_layers: int = 4, lr_multiplier: float = 0.01):
@@ -47,7 +45,7 @@ class _StyleLayer(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, style_dim: int):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.conv = EqualizedConv2d(in_channels, out_channels, 3, padding=1, gain=2**0.5)
         self.noise = NoiseInjection(out_channels)
         self.norm = AdaptiveInstanceNorm(out_channels, style_dim)
 
@@ -84,7 +82,7 @@ class StyleGenerator(nn.Module):
         self.layers.append(_StyleLayer(channels, channels, self.style_dim))  # the second layer of the first block
         for _ in self.sides[1:]:
             self.layers += [_StyleLayer(channels, channels, self.style_dim), _StyleLayer(channels, channels, self.style_dim)]
-        self.to_image = nn.Conv2d(channels, image_channels, 1)
+        self.to_image = EqualizedConv2d(channels, image_channels, 1)
         self.register_buffer("mean_style", torch.zeros(self.style_dim))  # w̄ for the truncation trick
 
     @property

@@ -4,6 +4,7 @@ from ppl_dgm.nn.blocks import (
     AdaptiveInstanceNorm,
     AttentionBlock,
     Downsample,
+    EqualizedConv2d,
     EqualizedLinear,
     ModulatedConv2d,
     NoiseInjection,
@@ -20,6 +21,7 @@ from ppl_dgm.nn.unet import UNet
 __all__ = [
     "AdaptiveInstanceNorm",
     "AttentionBlock",
+    "EqualizedConv2d",
     "EqualizedLinear",
     "ModulatedConv2d",
     "NoiseInjection",

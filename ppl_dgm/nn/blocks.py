@@ -17,6 +17,7 @@ __all__ = [
     "NoiseInjection",
     "ModulatedConv2d",
     "EqualizedLinear",
+    "EqualizedConv2d",
 ]
 
 
@@ -131,18 +132,30 @@ class EqualizedLinear(nn.Module):
         return F.linear(x, self.weight * self.weight_scale, bias)
 
 
+class EqualizedConv2d(nn.Module):
+    """A conv layer with the equalized learning rate: N(0, 1) weights scaled at run time by gain / √(in · k²)
+    (Karras et al. 2018, sec. 4.1), zero bias."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0, *, gain: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.weight_scale = gain / (in_channels * kernel_size**2) ** 0.5
+        self.padding = padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.weight_scale, self.bias, padding=self.padding)
+
+
 class AdaptiveInstanceNorm(nn.Module):
     """x (B, C, H, W), style w (B, style_dim) -> AdaIN with (y_s, y_b) = A(w), a learned affine map (Karras et al. 2019, sec. 2).
 
-    A starts at y_s = 1, y_b = 0 (the bias of the scale half is initialized to 1).
+    A is an :class:`EqualizedLinear` (Karras et al. 2019, App. C) whose bias starts at y_s = 1, y_b = 0.
     """
 
     def __init__(self, channels: int, style_dim: int):
         super().__init__()
-        self.affine = nn.Linear(style_dim, 2 * channels)
-        nn.init.zeros_(self.affine.bias)
-        with torch.no_grad():
-            self.affine.bias[:channels] = 1.0
+        self.affine = EqualizedLinear(style_dim, 2 * channels, bias_init=torch.cat([torch.ones(channels), torch.zeros(channels)]))
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
         scale, bias = self.affine(style).chunk(2, dim=1)

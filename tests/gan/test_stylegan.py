@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ppl_dgm.gan.stylegan import MappingNetwork, StyleGenerator
-from ppl_dgm.nn import AdaptiveInstanceNorm, EqualizedLinear, ModulatedConv2d, NoiseInjection, adaptive_instance_norm
+from ppl_dgm.nn import AdaptiveInstanceNorm, EqualizedConv2d, EqualizedLinear, ModulatedConv2d, NoiseInjection, adaptive_instance_norm
 
 
 def test_adain_output_has_the_target_per_channel_mean_and_std():
@@ -19,7 +19,8 @@ def test_adain_module_maps_the_style_to_scale_and_bias():
     norm = AdaptiveInstanceNorm(channels=3, style_dim=2)
     with torch.no_grad():
         norm.affine.weight.zero_()
-        norm.affine.weight[:, 0] = torch.tensor([1.0, 2.0, 3.0, -1.0, 0.0, 1.0])  # (y_s, y_b) = A w, w = (1, 0)
+        # (y_s, y_b) = A w, w = (1, 0); the stored weight is scaled by 1/√style_dim at run time (equalized lr)
+        norm.affine.weight[:, 0] = torch.tensor([1.0, 2.0, 3.0, -1.0, 0.0, 1.0]) * 2**0.5
         norm.affine.bias.zero_()
     out = norm(torch.randn(2, 3, 6, 6) * 5, torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
     torch.testing.assert_close(out.mean(dim=(2, 3)), torch.tensor([[-1.0, 0.0, 1.0]] * 2), atol=1e-5, rtol=0)
@@ -56,6 +57,9 @@ def test_equalized_layers_scale_n01_weights_at_run_time_and_slow_the_mapping_net
     assert abs(float(layer.weight.detach().std()) * 0.01 - 1) < 0.01  # stored N(0, 1) / lr_mul: run-time std is He's √(2 / fan_in)
     layer(x).sum().backward()  # the stored weight's gradient carries the factor c, so Adam's step moves it c-times slower
     torch.testing.assert_close(layer.weight.grad, torch.ones(300, 1) * x.sum(0)[None] * 0.01 * (2 / 400) ** 0.5)
+    conv = EqualizedConv2d(4, 5, 3, padding=1, gain=2**0.5)
+    image = torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(conv(image), torch.nn.functional.conv2d(image, conv.weight * (2 / 36) ** 0.5, conv.bias, padding=1))
     w = MappingNetwork(64, 64)(torch.randn(2000, 64)).detach()  # at init w depends on z (default init gave std 0.02 across z)
     assert float(w.std(0).mean()) > 0.5
 
