@@ -67,29 +67,20 @@ def parse_budgets(pairs: list[str], default: int) -> dict[str, int]:
 
 
 def train_fixed_generator_critic(data: torch.Tensor, loss: str, steps: int, seed: int) -> torch.nn.Module:
-    """A 3 x 256 critic trained for ``steps`` on minibatches of ``data`` (N, 2) against data + N(0, I), with the
-    toy recipe of ``loss`` (clipping: RMSProp 5e-5, c = 0.01; penalty: Adam 1e-4, β = (0.5, 0.9), λ = 0.1)."""
-    from ppl_dgm.gan.losses import clip_weights, gradient_penalty, wasserstein_discriminator_loss
-    from ppl_dgm.gan.toy import toy_critic
+    """A 3 x 256 critic trained by :func:`ppl_dgm.gan.estimate_w1` for ``steps`` on minibatches of ``data`` (N, 2)
+    against data + N(0, I), with the toy recipe of ``loss`` (clipping: RMSProp 5e-5, c = 0.01; penalty: Adam 1e-4,
+    β = (0.5, 0.9), λ = 0.1)."""
+    from ppl_dgm.gan import estimate_w1
+
+    def sample_data(n: int, generator: torch.Generator) -> torch.Tensor:
+        return data[torch.randint(len(data), (n,), generator=generator)]
+
+    def sample_fixed_generator(n: int, generator: torch.Generator) -> torch.Tensor:  # gan_toy.py's FIXED_GENERATOR
+        return sample_data(n, generator) + torch.randn(n, data.shape[1], generator=generator)
 
     objective_ = recipe(loss, "toy")
-    rng = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    critic = toy_critic(2, SETTINGS["hidden"])
-    optimizer = objective_.make_optimizer(critic.parameters())
-    for _ in range(steps):
-        real = data[torch.randint(len(data), (objective_.batch_size,), generator=rng)]
-        fake = real + torch.randn(real.shape, generator=rng)
-        # Gulrajani et al. 2017, eq. 3 (λ = 0 for clipping): E f(x̃) − E f(x) + λ E (‖∇f(x̂)‖ − 1)²
-        value = wasserstein_discriminator_loss(critic(real), critic(fake))
-        if objective_.penalty_weight:
-            value = value + objective_.penalty_weight * gradient_penalty(critic, real, fake, generator=rng)
-        optimizer.zero_grad(set_to_none=True)
-        value.backward()
-        optimizer.step()
-        if objective_.weight_clip:
-            clip_weights(critic, objective_.weight_clip)  # Arjovsky et al. 2017, Alg. 1, line 7
-    return critic
+    return estimate_w1(sample_data, sample_fixed_generator, steps=steps, batch_size=objective_.batch_size, hidden=SETTINGS["hidden"],
+                       objective=objective_, num_eval=1000, seed=seed)["critic"]
 
 
 def critic_figure(path: str, steps: int, seed: int) -> list[dict]:

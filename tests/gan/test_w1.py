@@ -1,3 +1,4 @@
+import dataclasses
 import re
 
 import numpy as np
@@ -65,6 +66,23 @@ def test_deterministic_for_a_seed_and_leaves_the_global_rng_alone():
     second = estimate_w1(gaussian((0.0, 0.0)), gaussian((1.0, 0.0)), steps=3, batch_size=8, num_eval=16, seed=4)
     assert first["estimate"] == second["estimate"]
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_an_objective_sets_the_critics_recipe():
+    from ppl_dgm.gan.losses import wasserstein, wasserstein_gp
+
+    clipped = estimate_w1(gaussian((0.0, 0.0)), gaussian((1.0, 0.0)), steps=5, batch_size=8, num_eval=16, objective=wasserstein(0.01))
+    weights = torch.cat([p.detach().flatten() for p in clipped["critic"].parameters()])
+    assert weights.abs().max() <= 0.01 and clipped["weight_clip"] == 0.01 and clipped["penalty_weight"] == 0.0  # Alg. 1, line 7
+    assert clipped["lr"] == 5e-5
+    by_recipe = estimate_w1(gaussian((0.0, 0.0)), gaussian((1.0, 0.0)), steps=5, batch_size=8, num_eval=16,
+                            objective=dataclasses.replace(wasserstein_gp(10.0), lr=1e-3, betas=(0.5, 0.9)))
+    by_arguments = estimate_w1(gaussian((0.0, 0.0)), gaussian((1.0, 0.0)), steps=5, batch_size=8, num_eval=16)
+    assert by_recipe["estimate"] == by_arguments["estimate"]  # the same λ, Adam lr and betas: the same critic
+    with pytest.raises(ValueError, match="give either objective or penalty_weight/lr/betas"):
+        estimate_w1(gaussian((0.0, 0.0)), gaussian((1.0, 0.0)), steps=1, lr=1e-2, objective=wasserstein())
+    with pytest.raises(TypeError, match="objective must be a ppl_dgm.gan.losses.Objective"):
+        estimate_w1(gaussian((0.0, 0.0)), gaussian((1.0, 0.0)), steps=1, objective="wasserstein")
 
 
 @pytest.mark.parametrize(
