@@ -47,6 +47,7 @@ class GANConfig:
     epochs: int = 10
     batch_size: int | None = field(default=None, metadata={"help": "default: the objective's recipe (64)"})
     lr: float | None = field(default=None, metadata={"help": "default: the objective's recipe"})
+    generator_lr: float | None = field(default=None, metadata={"help": "the generator's own lr (default: --lr; two time-scale updates, Heusel et al. 2017)"})
     n_critic: int | None = field(default=None, metadata={"help": "discriminator steps per generator step (default: recipe)"})
     ema_decay: float = 0.995  # half-life ~140 generator steps (~9k images at batch 64)
     spectral_norm: bool = field(default=False, metadata={"help": "spectral normalization in D (Miyato et al. 2018)"})
@@ -67,8 +68,10 @@ class GANConfig:
             check_positive_int("batch_size", self.batch_size)
         if self.n_critic is not None:
             check_n_critic(self.n_critic)
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive float, got {self.lr!r}")
+        for name in ("lr", "generator_lr"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive float, got {value!r}")
         if not (isinstance(self.r1_gamma, (int, float)) and math.isfinite(self.r1_gamma) and self.r1_gamma >= 0):
             raise ValueError(f"r1_gamma must be a finite float >= 0, got {self.r1_gamma!r}")
         if not 0.0 < self.ema_decay < 1.0:
@@ -140,6 +143,12 @@ def evaluate_gan(generator: nn.Module, config: GANConfig, num_samples: int = 100
     return sample_quality(samples, config.dataset, cache_dir=cache_dir, seed=0, inception_weights=inception_weights)
 
 
+def generator_optimizer(config: GANConfig):
+    """The objective's optimizer at ``config.generator_lr`` for the generator (the discriminator keeps ``config.lr``)."""
+    recipe = objective(config.loss)
+    return lambda parameters: recipe.make_optimizer(parameters, config.generator_lr)
+
+
 def train_gan(config: GANConfig, run_dir: str | os.PathLike, *, device: str | torch.device = "auto", resume: bool = False,
               progress: bool = True, max_steps: int | None = None, eval_samples: int = 0,
               classifier_dir: str | os.PathLike = "runs") -> dict[str, Any]:
@@ -161,7 +170,7 @@ def train_gan(config: GANConfig, run_dir: str | os.PathLike, *, device: str | to
     history = fit_gan(
         generator, discriminator, (images * 2 - 1, labels), loss=with_r1(objective(config.loss), config.r1_gamma), latent_dim=config.latent_dim,
         n_critic=config.n_critic, conditional=config.arch == "cgan", epochs=config.epochs, batch_size=config.batch_size,
-        lr=config.lr, ema=ema, device=device, checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path,
+        lr=config.lr, generator_optim=None if config.generator_lr is None else generator_optimizer(config), ema=ema, device=device, checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path,
         max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples,
         description=f"{config.arch} {config.loss} {config.dataset}",
     )

@@ -69,10 +69,28 @@ def test_train_translation(tmp_path, model, capsys):
     assert (tmp_path / "t" / "samples.png").is_file()
 
 
+def test_stylegan_with_r1_and_its_own_generator_lr(tmp_path):
+    argv = ["train", "gan", "--arch", "stylegan", "--latent-dim", "8", "--channels", "8", "--batch-size", "500", "--epochs", "1",
+            "--max-steps", "2", "--r1-gamma", "1", "--minibatch-std", "--generator-lr", "1e-3", "--runs-dir", str(tmp_path),
+            "--name", "s", "--no-progress", "--device", "cpu"]
+    assert run(argv) == 0
+    state = torch.load(tmp_path / "s" / "checkpoint.pt", weights_only=True)
+    assert state["generator_optimizer"]["param_groups"][0]["initial_lr"] == 1e-3  # two time scales: G at 1e-3
+    assert state["discriminator_optimizer"]["param_groups"][0]["initial_lr"] == 2e-4  # D at the recipe's 2e-4
+    generator, config = load_gan_run(tmp_path / "s", device="cpu")
+    assert config.r1_gamma == 1.0 and config.generator_lr == 1e-3
+    images, _ = sample_gan(generator, config, 4, truncation=0.5)
+    assert images.shape == (4, 1, 28, 28)
+
+
 def test_configs_reject_bad_values():
     with pytest.raises(ValueError, match=r"n_critic must be an int >= 1 .*, got 0"):
         GANConfig(n_critic=0)
     with pytest.raises(ValueError, match=r"arch='biggan' is not known; expected one of \('dcgan', 'cgan', 'stylegan'\)"):
         GANConfig(arch="biggan")
+    with pytest.raises(ValueError, match=r"generator_lr must be a positive float, got -0.001"):
+        GANConfig(generator_lr=-1e-3)
+    with pytest.raises(ValueError, match=r"r1_gamma must be a finite float >= 0, got -1"):
+        GANConfig(r1_gamma=-1)
     with pytest.raises(ValueError, match=r"l1_weight must be a float >= 0 \(λ of the L1 term\), got -1.0"):
         TranslationConfig(l1_weight=-1.0)
