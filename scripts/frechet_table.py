@@ -103,6 +103,15 @@ def timing(seconds: float, nfe: int | None, num_samples: int) -> dict:
     return ({"nfe": nfe} if nfe is not None else {}) | ({"seconds_per_sample": seconds / num_samples} if seconds else {})
 
 
+def write_table(table: str, rows: dict, markdown_path: str, json_path: str) -> None:
+    """Print a markdown table and write it and its rows (JSON) to the two paths."""
+    print(table)
+    for path, text in ((markdown_path, table + "\n"), (json_path, json.dumps(rows, indent=2) + "\n")):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+        print(f"wrote {path}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", help="GAN run folders")

@@ -13,14 +13,13 @@ Writes the markdown table and JSON, and a figure per sweep (one row per class, a
         --classifier runs/noisy_classifier_mnist5k --num-samples 500
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 from torchvision.utils import make_grid
 
-from frechet_table import cached_samples, timing, trained_steps
+from frechet_table import cached_samples, timing, trained_steps, write_table
 from ppl_dgm.data import load_dataset
 from ppl_dgm.metrics.frechet import feature_classifier, sample_quality
 
@@ -167,12 +166,7 @@ def main(argv=None) -> int:
         title = f"{title} ({args.sampler}, {args.steps} steps)"
         figure(result["samples"], result["labels"], kind, args.per_class, title, Path(args.figure_dir) / name)
         print(f"wrote {Path(args.figure_dir) / name}")
-    table = markdown(rows)
-    print(table)
-    for path, text in ((args.markdown, table + "\n"), (args.json, json.dumps(rows, indent=2) + "\n")):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
-        print(f"wrote {path}")
+    write_table(markdown(rows), rows, args.markdown, args.json)
     return 0
 
 

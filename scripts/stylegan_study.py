@@ -17,13 +17,13 @@ layers from source B_j in column j; the top row is B, the left column A; noise f
     python scripts/stylegan_study.py --dcgan runs/dcgan_mnist5k_30ep --stylegan runs/stylegan_mnist5k_r1
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 from torchvision.utils import make_grid, save_image
 
+from frechet_table import write_table
 from ppl_dgm.data import load_dataset
 from ppl_dgm.gan.experiment import load_gan_run, sample_gan
 from ppl_dgm.metrics.frechet import extract_features, feature_classifier, sample_quality
@@ -133,12 +133,7 @@ def main(argv=None) -> int:
     truncation_figure(generator, args.truncation, args.columns, args.seed, figure_dir / "stylegan_truncation.png")
     mixing_figure(generator, args.sources, args.seed, args.figure_truncation, figure_dir / "stylegan_mixing.png")
     print(f"wrote {figure_dir / 'stylegan_truncation.png'} and {figure_dir / 'stylegan_mixing.png'}")
-    table = markdown(rows)
-    print(table)
-    for path, text in ((args.markdown, table + "\n"), (args.json, json.dumps(rows, indent=2) + "\n")):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
-        print(f"wrote {path}")
+    write_table(markdown(rows), rows, args.markdown, args.json)
     return 0
 
 
