@@ -86,10 +86,10 @@ def mixing_figure(generator, sources: int, seed: int, truncation: float, path: P
 
 
 def markdown(rows: dict) -> str:
-    lines = ["| samples | FD | KID (×1e3, mean ± std over subsets) | feature spread (tr Σ / tr Σ_test) | effective classes |",
+    lines = ["| samples | FD | KID (mean ± std over subsets) | feature spread (tr Σ / tr Σ_test) | effective classes |",
              "|---|---:|---:|---:|---:|"]
     for name, row in rows.items():
-        lines.append(f"| {name} | {row['fd']:.1f} | {1e3 * row['kid']:.0f} ± {1e3 * row['kid_std']:.0f} | "
+        lines.append(f"| {name} | {row['fd']:.1f} | {row['kid']:.1f} ± {row['kid_std']:.1f} | "
                      f"{row['feature_spread']:.3f} | {row['effective_classes']:.2f} |")
     return "\n".join(lines)
 
