@@ -81,7 +81,6 @@ def sample_ode(eps_model, sde: SDE, shape, *, eps: float = 1e-3, rtol: float = 1
     ``y``/``guidance_scale``: classifier-free guidance; ``callback(call, x, denoised)`` sees every network call
     (the adaptive solver decides how many: count them there); ``progress`` shows the calls as they happen.
     """
-    from torchdiffeq import odeint
     from tqdm.auto import tqdm
 
     check_sde(sde)
@@ -99,7 +98,7 @@ def sample_ode(eps_model, sde: SDE, shape, *, eps: float = 1e-3, rtol: float = 1
     field = probability_flow_field(eps_model, sde, eps, None if y is None else y.to(device), guidance_scale, observe)
     times = torch.tensor([sde.T, eps], dtype=torch.float64, device=device)
     try:
-        return odeint(lambda t, state: field(state, t), x, times, rtol=rtol, atol=atol, method=method)[-1]
+        return _solve(lambda t, state: field(state, t), x, times, rtol=rtol, atol=atol, method=method)[-1]
     finally:
         bar.close()
 
@@ -141,8 +140,6 @@ def ode_log_likelihood(eps_model, sde: SDE, x: Tensor, *, eps: float = 1e-5, rto
     for torchdiffeq's adaptive methods (its default is 0.9; 0.8 measured fewer NFE and smaller errors, see
     the module docstring). ``prior_logp`` defaults to ``sde.prior_logp``.
     """
-    from torchdiffeq import odeint
-
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 2:
         raise TypeError(f"x must be a floating tensor (B, ...) with at least 2 dims, got {type(x).__name__} {getattr(x, 'shape', '')}")
     check_finite("x", x)  # a NaN point would integrate to a NaN log-likelihood
@@ -174,9 +171,26 @@ def ode_log_likelihood(eps_model, sde: SDE, x: Tensor, *, eps: float = 1e-5, rto
     times = torch.tensor([eps, sde.T], dtype=torch.float64, device=device)
     start = (x, torch.zeros(x.shape[0], dtype=torch.float64, device=device))
     options = {"safety": float(safety)} if method in _ADAPTIVE_METHODS else None
-    z, delta = (s[-1] for s in odeint(counted, start, times, rtol=rtol, atol=atol, method=method, options=options))
+    z, delta = (s[-1] for s in _solve(counted, start, times, rtol=rtol, atol=atol, method=method, options=options))
     prior = (prior_logp or sde.prior_logp)(z).to(torch.float64)
     return ODELikelihood(prior + delta, z, counted.calls)
+
+
+def _solve(function, start, times: Tensor, *, rtol: float, atol: float, method: str, options: dict | None = None):
+    """torchdiffeq's ``odeint``, with its step-size underflow (an AssertionError from inside the solver, raised when the
+    field is not finite or too stiff on some point) turned into an error that says what happened."""
+    from torchdiffeq import odeint
+
+    try:
+        return odeint(function, start, times, rtol=rtol, atol=atol, method=method, options=options)
+    except AssertionError as error:
+        if "underflow in dt" not in str(error):
+            raise
+        raise FloatingPointError(
+            f"the probability-flow ODE could not be integrated from t = {float(times[0]):g} to {float(times[-1]):g}: {method}'s "
+            f"adaptive step underflowed to 0 (rtol={rtol:g}, atol={atol:g}). The ε-network's output is not finite, or the field "
+            "is too stiff, on some of these points; check the points (far outside the data?) and the network, or loosen rtol/atol."
+        ) from None
 
 
 def ode_bits_per_dim(eps_model, sde: SDE, images: Tensor, *, batch_size: int = 64, eps: float = 1e-5, rtol: float = 1e-5,

@@ -124,3 +124,14 @@ def test_ddim_eta0_converges_to_the_probability_flow_ode_map():
     rms = {steps: float((sample_ddim(model, linear_schedule(1000), x_T.shape, steps=steps, x_T=x_T) - ode).pow(2).mean().sqrt())
            for steps in (100, 1000)}
     assert rms[1000] < 5e-3 and rms[1000] < rms[100] / 4  # measured 0.0026 and 0.016; the data std is 0.5–0.8
+
+
+def test_a_field_that_is_not_finite_stops_with_a_clear_error_not_a_solver_assertion():
+    def broken(x, t):  # NaN on every point: dopri5's error estimate is NaN and its step shrinks to 0
+        return x * float("nan")
+
+    message = r"the probability-flow ODE could not be integrated from t = 1e-05 to 1: dopri5's adaptive step underflowed"
+    with pytest.raises(FloatingPointError, match=message):
+        ode_log_likelihood(broken, VPSDE(), torch.randn(4, 2))
+    with pytest.raises(FloatingPointError, match=r"could not be integrated from t = 1 to 0.001: dopri5"):
+        sample_ode(broken, VPSDE(), (4, 2))
