@@ -95,7 +95,8 @@ def train_row(model: str, name: str, args) -> tuple[dict, torch.nn.Module, objec
                   seed=args.seed)
     started = time.perf_counter()
     if model == "score-sde":
-        config = ScoreConfig(**common, likelihood_weighting=args.likelihood_weighting, importance_sampling=args.importance_sampling)
+        config = ScoreConfig(**common, likelihood_weighting=args.likelihood_weighting, importance_sampling=args.importance_sampling,
+                             fourier_features=args.fourier_features, fourier_scale=args.fourier_scale, lr_schedule=args.lr_schedule)
         run_dir = Path(args.runs_dir) / (name + args.suffix)
         trained = train_score(config, run_dir, device="cpu", progress=False, max_steps=args.steps)
         net, _ = load_score_run(run_dir, device="cpu")
@@ -108,6 +109,7 @@ def train_row(model: str, name: str, args) -> tuple[dict, torch.nn.Module, objec
         result = evaluate_ebm_run(net, config, args.num_test)
         extra = {"log_partition": result["log_partition"], "quadrature_error": result["quadrature_error"], "outside_box": result["outside_box"]}
     row = {"model": model, "name": name, "hidden": list(args.hidden), "likelihood_weighting": args.likelihood_weighting,
+           "fourier_features": args.fourier_features, "fourier_scale": args.fourier_scale, "lr_schedule": args.lr_schedule,
            "importance_sampling": args.importance_sampling, "nll_nats": result["nll_nats"], "standard_error": result["nll_standard_error"],
            "floor": entropy_floor(name), **extra, "steps": trained.get("steps"), "ema_decay": args.ema_decay, "seed": args.seed,
            "train_seconds": trained["train_seconds"], "total_seconds": time.perf_counter() - started}
@@ -131,6 +133,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128, 128], help="MLP widths")
     parser.add_argument("--likelihood-weighting", action="store_true", help="score-sde: λ(t) = g(t)² (Song et al. 2021b)")
     parser.add_argument("--importance-sampling", action="store_true", help="score-sde: t ∝ g²/σ² (needs --likelihood-weighting)")
+    parser.add_argument("--fourier-features", type=int, default=0, help="score-sde: random Fourier features of x (Tancik et al. 2020)")
+    parser.add_argument("--fourier-scale", type=float, default=1.0, help="score-sde: std of their frequencies (cycles per unit)")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant", help="score-sde: cosine anneals lr to 0")
     parser.add_argument("--suffix", default="", help="appended to the score-sde run folder names (variants side by side)")
     args = parser.parse_args()
     if args.importance_sampling and not args.likelihood_weighting:

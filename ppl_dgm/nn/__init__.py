@@ -15,7 +15,7 @@ from ppl_dgm.nn.blocks import (
 from ppl_dgm.nn.conv import ConvDecoder, ConvEncoder, ConvFeatureDecoder, ConvFeatureEncoder
 from ppl_dgm.nn.embeddings import ClassEmbedding, SinusoidalTimeEmbedding, sinusoidal_embedding
 from ppl_dgm.nn.functional import expand_like, per_sample_time
-from ppl_dgm.nn.mlp import MLP, TimeConditionedMLP
+from ppl_dgm.nn.mlp import MLP, FourierFeatures, TimeConditionedMLP
 from ppl_dgm.nn.unet import UNet
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "ConvFeatureDecoder",
     "ConvFeatureEncoder",
     "Downsample",
+    "FourierFeatures",
     "MLP",
     "ResidualBlock",
     "SinusoidalTimeEmbedding",

@@ -7,6 +7,7 @@ TimeConditionedMLP, images ([−1, 1], 8-bit levels) a U-Net. EMA weights sample
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,14 +24,16 @@ from ppl_dgm.sde.losses import dsm_loss, geometric_sigmas, score_sde_loss
 from ppl_dgm.sde.ncsn import NoiseConditionalScoreNet
 from ppl_dgm.sde.sdes import VESDE, VPSDE, SDE, SubVPSDE
 from ppl_dgm.train.device import resolve_device
+from ppl_dgm.train.distributed import rank_and_world_size
 from ppl_dgm.train.ema import make_ema
-from ppl_dgm.train.loop import fit
+from ppl_dgm.train.loop import cosine_lr, fit
 from ppl_dgm.train.runs import RunDir
 
 __all__ = ["ScoreConfig", "build_network", "build_sde", "train_score", "load_score_run", "sample_score_run", "evaluate_score_run", "ddpm_ode_bits_per_dim"]
 
 MODELS = ("score-sde", "ncsn")
 SDE_NAMES = ("vp", "subvp", "ve")
+LR_SCHEDULES = ("constant", "cosine")
 IMAGE_DATASETS = ("mnist5k", "digits")
 DATASETS = TOY2D_NAMES + IMAGE_DATASETS
 SAMPLERS = ("reverse-sde", "pc", "ode", "langevin", "dpmpp-2m", "dpmpp-2m-sde", "heun", "euler-ancestral")  # solvers: VP runs
@@ -45,6 +48,9 @@ class ScoreConfig:
     dataset: str = field(default="checkerboard", metadata={"choices": DATASETS, "help": "toy 2-D name, mnist5k or digits"})
     num_train: int = field(default=20000, metadata={"help": "toy 2-D training points"})  # drawn with the seed
     hidden: tuple[int, ...] = field(default=(256, 256, 256), metadata={"help": "MLP widths (toy 2-D)"})
+    fourier_features: int = field(default=0, metadata={"help": "toy 2-D: random Fourier features of x before the MLP "
+                                                                "(Tancik et al. 2020); 0: x as it is"})
+    fourier_scale: float = field(default=1.0, metadata={"help": "std of the Fourier frequencies, in cycles per unit of x"})
     channels: int = field(default=32, metadata={"help": "U-Net base channels (images)"})
     channel_mults: tuple[int, ...] = (1, 2, 2)
     likelihood_weighting: bool = field(default=False, metadata={"help": "λ(t) = g(t)² instead of σ(t)²"})
@@ -55,15 +61,19 @@ class ScoreConfig:
     epochs: int = 20
     batch_size: int = 256
     lr: float = 2e-3
+    lr_schedule: str = field(default="constant", metadata={"choices": LR_SCHEDULES, "help": "cosine: lr · ½(1 + cos(π s / S)) "
+                             "at step s of S = epochs x steps per epoch (Loshchilov & Hutter 2017, eq. 5, η_min = 0)"})
     ema_decay: float = 0.999
     seed: int = 0
 
     def __post_init__(self) -> None:
         self.hidden, self.channel_mults = tuple(self.hidden), tuple(self.channel_mults)
-        for name, known in (("model", MODELS), ("sde", SDE_NAMES), ("dataset", DATASETS)):
+        for name, known in (("model", MODELS), ("sde", SDE_NAMES), ("dataset", DATASETS), ("lr_schedule", LR_SCHEDULES)):
             if getattr(self, name) not in known:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not known; expected one of {known}")
         check_seed(self.seed)
+        if self.fourier_features and self.is_image:
+            raise ValueError(f"fourier_features={self.fourier_features!r} is for the toy 2-D MLP; dataset={self.dataset!r} uses a U-Net")
         if self.importance_sampling and not (self.likelihood_weighting and self.sde == "vp" and self.model == "score-sde"):
             raise ValueError("importance_sampling=True needs model='score-sde', sde='vp' and likelihood_weighting=True, got "
                              f"model={self.model!r}, sde={self.sde!r}, likelihood_weighting={self.likelihood_weighting!r}")
@@ -95,7 +105,7 @@ def build_network(config: ScoreConfig) -> nn.Module:
         channels, side, _ = dataset_image_shape(config.dataset)
         net = UNet(channels, config.channels, config.channel_mults, 1, (), 0.0, groups=min(8, config.channels), image_size=side)
     else:
-        net = TimeConditionedMLP(2, hidden=config.hidden)
+        net = TimeConditionedMLP(2, hidden=config.hidden, fourier_features=config.fourier_features, fourier_scale=config.fourier_scale)
     if config.model == "ncsn":
         return NoiseConditionalScoreNet(net, geometric_sigmas(config.sigma_max, config.sigma_min, config.num_scales))
     return net
@@ -223,11 +233,27 @@ def train_score(config: ScoreConfig, run_dir: str | os.PathLike, *, device: str 
             samples = sample_score_run(ema.module.eval(), config, 64 if config.is_image else 2000, steps=None if config.model == "ncsn" else 200, generator=torch.Generator(device=device).manual_seed(config.seed))
             _save_samples(run, config, samples)
 
+    train_data = _data(config, "train")
+    optimizers: list[torch.optim.Optimizer] = []
+
+    def make_optimizer(parameters) -> torch.optim.Optimizer:
+        optimizers.append(torch.optim.Adam(parameters, lr=config.lr))
+        return optimizers[-1]
+
+    on_step = None
+    if config.lr_schedule == "cosine":  # a function of the step alone, so a resumed run continues exactly
+        _, world_size = rank_and_world_size()
+        total_steps = config.epochs * math.ceil(math.ceil(train_data.shape[0] / world_size) / config.batch_size)
+
+        def on_step(step: int) -> None:
+            for group in optimizers[0].param_groups:
+                group["lr"] = cosine_lr(config.lr, step, total_steps)
+
     started = time.perf_counter()
-    history = fit(net, loss_fn, (_data(config, "train"),), epochs=config.epochs, batch_size=config.batch_size,
-                  optim=lambda p: torch.optim.Adam(p, lr=config.lr), device=device, val_data=(_data(config, "test"),),
+    history = fit(net, loss_fn, (train_data,), epochs=config.epochs, batch_size=config.batch_size,
+                  optim=make_optimizer, device=device, val_data=(_data(config, "test"),),
                   checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path, ema=ema,
-                  max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples,
+                  max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples, on_step=on_step,
                   description=config.label, amp=amp)
     result: dict[str, Any] = {"epochs_done": len(history), "train_seconds": time.perf_counter() - started, "device": str(device)}
     if history.records:

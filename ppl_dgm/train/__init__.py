@@ -2,7 +2,7 @@
 from ppl_dgm.train.checkpoint import Checkpoint, rng_state, set_rng_state
 from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.ema import make_ema
-from ppl_dgm.train.loop import History, TrainingDiverged, evaluate_loss, fit
+from ppl_dgm.train.loop import History, TrainingDiverged, cosine_lr, evaluate_loss, fit
 from ppl_dgm.train.runs import RunDir
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "History",
     "RunDir",
     "TrainingDiverged",
+    "cosine_lr",
     "evaluate_elbo",
     "evaluate_loss",
     "fit",

@@ -171,6 +171,19 @@ def epoch_order(num_examples: int, epoch: int, seed: int, rank: int = 0, world_s
     return torch.tensor(list(sampler), dtype=torch.long)
 
 
+def cosine_lr(lr: float, step: int, total_steps: int) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) under cosine annealing to 0 over ``total_steps``:
+    lr · ½(1 + cos(π · min(step, total_steps) / total_steps)) (Loshchilov & Hutter 2017, eq. 5 with η_min = 0, one cycle).
+
+    A function of the step alone, so a run resumed from a checkpoint continues on the same curve (give it to
+    :func:`fit` through ``on_step``). Extending a run to more epochs stretches the curve over the new total.
+    """
+    check_positive_int("total_steps", total_steps)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}")
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
 def fit(
     module: nn.Module,
     loss_fn: Callable[[Batch], torch.Tensor],

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -49,3 +51,29 @@ def test_time_conditioned_mlp_errors():
         network(torch.randn(3, 2), 0.5, torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match=r"x must have shape \(B, 2\), got shape \(3, 4\)"):
         network(torch.randn(3, 4), 0.5)
+
+
+def test_fourier_features_are_x_then_cos_and_sin_of_fixed_gaussian_frequencies():
+    from ppl_dgm.nn import FourierFeatures
+
+    torch.manual_seed(0)
+    features = FourierFeatures(2, 64, scale=3.0)
+    x = torch.randn(5, 2)
+    angles = 2 * math.pi * x @ features.frequencies.T  # Tancik et al. 2020, eq. 6
+    assert torch.allclose(features(x), torch.cat([x, angles.cos(), angles.sin()], dim=1), atol=1e-6)
+    assert features.out_features == 130 and "frequencies" in features.state_dict()
+    assert not any(p is features.frequencies for p in features.parameters())  # a buffer: never trained
+    assert 2.5 < features.frequencies.std() < 3.5
+    for bad in (0.0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="scale must be a positive finite number"):
+            FourierFeatures(2, 4, scale=bad)
+
+
+def test_time_conditioned_mlp_with_fourier_features_and_without_keeps_its_old_parameters():
+    plain = TimeConditionedMLP(2, hidden=(16,), time_embedding_dim=8)
+    with_features = TimeConditionedMLP(2, hidden=(16,), time_embedding_dim=8, fourier_features=4)
+    assert set(plain.state_dict()) < set(with_features.state_dict())  # checkpoints of plain nets still load
+    assert with_features.hidden_layers[0].in_features == 2 + 8
+    assert with_features(torch.randn(3, 2), torch.rand(3)).shape == (3, 2)
+    with pytest.raises(ValueError, match="fourier_features must be an int >= 0"):
+        TimeConditionedMLP(2, fourier_features=-1)

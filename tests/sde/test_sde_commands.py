@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -106,3 +107,27 @@ def test_ncsn_trained_on_8gaussians_samples_every_mode_by_annealed_langevin(tmp_
     samples = sample_score_run(net, loaded, 1000, steps=50, generator=torch.Generator().manual_seed(0))
     coverage = mode_coverage(samples, "8gaussians")
     assert coverage["modes_covered"] == 8 and coverage["high_quality_fraction"] > 0.75
+
+
+def test_cosine_schedule_and_fourier_features_resume_exactly(tmp_path):
+    from ppl_dgm.sde.experiment import load_score_run
+
+    common = ["--dataset", "checkerboard", "--num-train", "1000", "--hidden", "16", "16", "--batch-size", "250", "--epochs", "2",
+              "--lr-schedule", "cosine", "--fourier-features", "8", "--fourier-scale", "0.5", "--device", "cpu", "--no-progress"]
+    assert run(["train", "score-sde", *common, "--runs-dir", str(tmp_path), "--name", "whole"]) == 0
+    assert run(["train", "score-sde", *common, "--runs-dir", str(tmp_path), "--name", "split", "--max-steps", "3"]) == 0
+    assert run(["train", "score-sde", *common, "--runs-dir", str(tmp_path), "--name", "split", "--resume"]) == 0
+    whole, config = load_score_run(tmp_path / "whole", device="cpu")
+    split, _ = load_score_run(tmp_path / "split", device="cpu")
+    assert config.lr_schedule == "cosine" and whole.input_features.frequencies.shape == (8, 2)
+    for (name, a), b in zip(whole.state_dict().items(), split.state_dict().values()):
+        assert torch.equal(a, b), name  # the lr of step s depends on s alone, so a resumed run is bit for bit the same
+    last = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["optimizer"]["param_groups"][0]["lr"]
+    assert last == pytest.approx(2e-3 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))  # set before the 8th and last step
+
+
+def test_config_rejects_unknown_schedule_and_fourier_features_on_images():
+    with pytest.raises(ValueError, match="lr_schedule='step' is not known"):
+        ScoreConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="fourier_features=16 is for the toy 2-D MLP; dataset='mnist5k' uses a U-Net"):
+        ScoreConfig(dataset="mnist5k", fourier_features=16)
