@@ -1,7 +1,7 @@
 """Train / load / sample / evaluate an image GAN run in ``runs/<name>/`` (what ``ppl-dgm train gan`` calls).
 
 DCGAN (Radford et al. 2016), class-conditional DCGAN (Mirza & Osindero 2014) or the style-based generator
-(Karras et al. 2019) against a DCGAN discriminator, through :func:`ppl_dgm.gan.trainer.fit_gan`; the
+(Karras et al. 2019) against a DCGAN discriminator or StyleGAN2's residual one (``discriminator="residual"``), through :func:`ppl_dgm.gan.trainer.fit_gan`; the
 generator EMA draws the per-epoch grids and the FD/KID samples.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -20,9 +20,9 @@ from ppl_dgm._checks import check_positive_int, check_seed
 from ppl_dgm.data import image_shape as dataset_image_shape
 from ppl_dgm.data import load_dataset
 from ppl_dgm.data import num_classes as dataset_num_classes
-from ppl_dgm.gan.losses import OBJECTIVE_NAMES, apply_spectral_norm, objective, with_r1
+from ppl_dgm.gan.losses import OBJECTIVE_NAMES, Objective, apply_spectral_norm, objective, with_r1
 from ppl_dgm.gan.nets import DCGANDiscriminator, DCGANGenerator
-from ppl_dgm.gan.stylegan import StyleGenerator
+from ppl_dgm.gan.stylegan import ResidualDiscriminator, StyleGenerator
 from ppl_dgm.gan.trainer import check_n_critic, fit_gan
 from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.ema import make_ema
@@ -31,6 +31,7 @@ from ppl_dgm.train.runs import RunDir
 __all__ = ["ARCHITECTURES", "GANConfig", "build_networks", "train_gan", "load_gan_run", "sample_gan", "evaluate_gan"]
 
 ARCHITECTURES = ("dcgan", "cgan", "stylegan")
+DISCRIMINATORS = ("dcgan", "residual")
 DATASETS = ("mnist5k", "mnist", "fashion_mnist", "cifar10")
 _CRITIC_LOSSES = ("wasserstein", "wasserstein_gp")  # no batchnorm in the critic (Gulrajani et al. 2017, sec. 4)
 
@@ -40,6 +41,8 @@ class GANConfig:
     """Everything that defines an image GAN run; saved as ``config.json``. ``None`` = the objective's recipe."""
 
     arch: str = field(default="dcgan", metadata={"choices": ARCHITECTURES})
+    discriminator: str = field(default="dcgan", metadata={"choices": DISCRIMINATORS, "help": "residual: StyleGAN2's equalized-lr "
+                               "residual discriminator (Karras et al. 2020), not for cgan"})
     loss: str = field(default="non_saturating", metadata={"choices": OBJECTIVE_NAMES})
     dataset: str = field(default="mnist5k", metadata={"choices": DATASETS})
     latent_dim: int = 64
@@ -48,6 +51,8 @@ class GANConfig:
     batch_size: int | None = field(default=None, metadata={"help": "default: the objective's recipe (64)"})
     lr: float | None = field(default=None, metadata={"help": "default: the objective's recipe"})
     generator_lr: float | None = field(default=None, metadata={"help": "the generator's own lr (default: --lr; two time-scale updates, Heusel et al. 2017)"})
+    beta1: float | None = field(default=None, metadata={"help": "Adam β₁ of both players (default: the recipe's; StyleGAN: 0)"})
+    beta2: float | None = field(default=None, metadata={"help": "Adam β₂ of both players (default: the recipe's; StyleGAN: 0.99)"})
     n_critic: int | None = field(default=None, metadata={"help": "discriminator steps per generator step (default: recipe)"})
     ema_decay: float = 0.995  # half-life ~140 generator steps (~9k images at batch 64)
     spectral_norm: bool = field(default=False, metadata={"help": "spectral normalization in D (Miyato et al. 2018)"})
@@ -58,7 +63,7 @@ class GANConfig:
     data_root: str | None = field(default=None, metadata={"help": "folder with torchvision files; never downloads"})
 
     def __post_init__(self) -> None:
-        for name, known in (("arch", ARCHITECTURES), ("loss", OBJECTIVE_NAMES), ("dataset", DATASETS)):
+        for name, known in (("arch", ARCHITECTURES), ("discriminator", DISCRIMINATORS), ("loss", OBJECTIVE_NAMES), ("dataset", DATASETS)):
             if getattr(self, name) not in known:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not known; expected one of {known}")
         for name in ("latent_dim", "channels", "epochs"):
@@ -72,6 +77,13 @@ class GANConfig:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive float, got {value!r}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value < 1.0):
+                raise ValueError(f"{name} must be a float in [0, 1) (an Adam β), got {value!r}")
+        if self.discriminator == "residual" and (self.arch == "cgan" or self.spectral_norm):
+            raise ValueError(f"discriminator='residual' takes no labels and no spectral norm (it has the equalized lr), got arch={self.arch!r}, "
+                             f"spectral_norm={self.spectral_norm!r}; use discriminator='dcgan'")
         if not (isinstance(self.r1_gamma, (int, float)) and math.isfinite(self.r1_gamma) and self.r1_gamma >= 0):
             raise ValueError(f"r1_gamma must be a finite float >= 0, got {self.r1_gamma!r}")
         if not 0.0 < self.ema_decay < 1.0:
@@ -92,8 +104,11 @@ def build_networks(config: GANConfig) -> tuple[nn.Module, nn.Module]:
     # batchnorm in D only for DCGAN-style runs: not in a WGAN critic (Gulrajani et al. 2017, sec. 4), not with
     # spectral norm, not against the style-based generator (Karras et al. 2019 use none; with it G collapsed here)
     batch_norm = config.loss not in _CRITIC_LOSSES and not config.spectral_norm and config.arch != "stylegan"
-    discriminator = DCGANDiscriminator(shape, config.channels, num_classes=classes, batch_norm=batch_norm,
-                                       minibatch_std=config.minibatch_std)
+    if config.discriminator == "residual":
+        discriminator: nn.Module = ResidualDiscriminator(shape, config.channels, minibatch_std=config.minibatch_std)
+    else:
+        discriminator = DCGANDiscriminator(shape, config.channels, num_classes=classes, batch_norm=batch_norm,
+                                           minibatch_std=config.minibatch_std)
     if config.spectral_norm:
         apply_spectral_norm(discriminator)
     return generator, discriminator
@@ -143,9 +158,18 @@ def evaluate_gan(generator: nn.Module, config: GANConfig, num_samples: int = 100
     return sample_quality(samples, config.dataset, cache_dir=cache_dir, seed=0, inception_weights=inception_weights)
 
 
-def generator_optimizer(config: GANConfig):
+def config_objective(config: GANConfig) -> Objective:
+    """The run's objective: the recipe of ``config.loss`` with R1 at ``config.r1_gamma`` and the Adam β's of the config."""
+    recipe = with_r1(objective(config.loss), config.r1_gamma)
+    if config.beta1 is not None or config.beta2 is not None:
+        recipe = replace(recipe, betas=(recipe.betas[0] if config.beta1 is None else float(config.beta1),
+                                         recipe.betas[1] if config.beta2 is None else float(config.beta2)))
+    return recipe
+
+
+def generator_optimizer(config: GANConfig, recipe: Objective | None = None):
     """The objective's optimizer at ``config.generator_lr`` for the generator (the discriminator keeps ``config.lr``)."""
-    recipe = objective(config.loss)
+    recipe = config_objective(config) if recipe is None else recipe
     return lambda parameters: recipe.make_optimizer(parameters, config.generator_lr)
 
 
@@ -166,11 +190,12 @@ def train_gan(config: GANConfig, run_dir: str | os.PathLike, *, device: str | to
                                 generator_rng=torch.Generator(device=device).manual_seed(config.seed))
         run.save_grid(grid, "samples.png", nrow=nrow)
 
+    recipe = config_objective(config)
     started = time.perf_counter()
     history = fit_gan(
-        generator, discriminator, (images * 2 - 1, labels), loss=with_r1(objective(config.loss), config.r1_gamma), latent_dim=config.latent_dim,
+        generator, discriminator, (images * 2 - 1, labels), loss=recipe, latent_dim=config.latent_dim,
         n_critic=config.n_critic, conditional=config.arch == "cgan", epochs=config.epochs, batch_size=config.batch_size,
-        lr=config.lr, generator_optim=None if config.generator_lr is None else generator_optimizer(config), ema=ema, device=device, checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path,
+        lr=config.lr, generator_optim=None if config.generator_lr is None else generator_optimizer(config, recipe), ema=ema, device=device, checkpoint=run.checkpoint, resume=resume, metrics_path=run.metrics_path,
         max_steps=max_steps, seed=config.seed, progress=progress, on_epoch_end=write_samples,
         description=f"{config.arch} {config.loss} {config.dataset}",
     )

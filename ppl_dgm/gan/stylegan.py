@@ -1,4 +1,5 @@
-"""A small style-based generator (Karras et al. 2019) for 28x28 / 32x32 images.
+"""A small style-based generator (Karras et al. 2019) for 28x28 / 32x32 images, and the residual discriminator it is
+trained against in StyleGAN2 (Karras et al. 2020).
 
 Mapping network f: z -> w, a learned constant input, per resolution [upsample, conv3x3] -> noise -> AdaIN
 -> conv3x3 -> noise -> AdaIN, a 1x1 output conv; style mixing regularization and the truncation trick.
@@ -12,9 +13,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ppl_dgm._checks import check_image_shape, check_positive_int
+from ppl_dgm.gan.nets import MinibatchStd
 from ppl_dgm.nn.blocks import AdaptiveInstanceNorm, EqualizedConv2d, EqualizedLinear, NoiseInjection
 
-__all__ = ["MappingNetwork", "StyleGenerator"]
+__all__ = ["MappingNetwork", "ResidualDiscriminator", "StyleGenerator"]
 
 
 class MappingNetwork(nn.Module):
@@ -141,3 +143,51 @@ class StyleGenerator(nn.Module):
         if truncation == 1.0:
             return styles
         return self.mean_style + truncation * (styles - self.mean_style)
+
+
+class _ResidualDownBlock(nn.Module):
+    """[conv3x3 -> LReLU -> conv3x3 -> LReLU -> 2x2 mean pool] + [2x2 mean pool -> conv1x1], summed and divided by √2
+    (the residual discriminator block of Karras et al. 2020, Fig. 7c; mean pooling as in Karras et al. 2018, sec. A.1)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv1 = EqualizedConv2d(in_channels, in_channels, 3, padding=1, gain=2**0.5)
+        self.conv2 = EqualizedConv2d(in_channels, out_channels, 3, padding=1, gain=2**0.5)
+        self.skip = EqualizedConv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        main = F.avg_pool2d(F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.2)), 0.2), 2)
+        return (main + self.skip(F.avg_pool2d(x, 2))) / 2**0.5
+
+
+class ResidualDiscriminator(nn.Module):
+    """Images (B, C, H, W) -> scores (B,): the StyleGAN2 residual discriminator (Karras et al. 2020, Fig. 7c), sized
+    for 28x28 / 32x32 images, with the equalized learning rate in every layer.
+
+    fromRGB (1x1 conv, LReLU) to ``channels // 2`` maps -> residual blocks halving the side down to 7 (28x28) or 4
+    (32x32) and doubling the width at each -> minibatch std (``minibatch_std``, Karras et al. 2018, sec. 3) -> conv3x3 ->
+    fully connected -> fully connected to one score.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int] = (1, 28, 28), channels: int = 64, minibatch_std: bool = True):
+        super().__init__()
+        self.image_shape = check_image_shape(image_shape)
+        image_channels, side, width = self.image_shape
+        if side != width or side not in (28, 32):
+            raise ValueError(f"image_shape must be (C, 28, 28) or (C, 32, 32), got {self.image_shape!r}")
+        channels = check_positive_int("channels", channels)
+        stages, lowest = (2, 7) if side == 28 else (3, 4)
+        widths = [max(channels // 2, 1) * 2**i for i in range(stages + 1)]  # 28x28, channels 64: 32 -> 64 -> 128
+        self.from_rgb = EqualizedConv2d(image_channels, widths[0], 1, gain=2**0.5)
+        self.blocks = nn.Sequential(*(_ResidualDownBlock(a, b) for a, b in zip(widths[:-1], widths[1:])))
+        self.minibatch_std = MinibatchStd() if minibatch_std else nn.Identity()
+        self.conv = EqualizedConv2d(widths[-1] + int(minibatch_std), widths[-1], 3, padding=1, gain=2**0.5)
+        self.fc = EqualizedLinear(widths[-1] * lowest**2, widths[-1], gain=2**0.5)
+        self.out = EqualizedLinear(widths[-1], 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"x must have shape (B, {', '.join(map(str, self.image_shape))}), got shape {tuple(x.shape)}")
+        h = self.blocks(F.leaky_relu(self.from_rgb(x), 0.2))
+        h = F.leaky_relu(self.conv(self.minibatch_std(h)), 0.2)
+        return self.out(F.leaky_relu(self.fc(h.flatten(1)), 0.2)).squeeze(1)

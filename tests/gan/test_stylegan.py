@@ -118,3 +118,49 @@ def test_truncation_psi_zero_gives_the_image_of_the_mean_style():
     torch.testing.assert_close(generator(z, truncation=1.0), generator.synthesize(generator.styles(z)))
     with pytest.raises(ValueError, match=r"truncation must be a finite float \(ψ, usually in \[0, 1\]\), got nan"):
         generator(z, truncation=float("nan"))
+
+
+def test_residual_discriminator_blocks_are_the_scaled_sum_of_the_two_paths():
+    from torch.nn import functional as F
+
+    from ppl_dgm.gan.stylegan import ResidualDiscriminator
+
+    torch.manual_seed(0)
+    discriminator = ResidualDiscriminator((1, 28, 28), channels=8, minibatch_std=True)
+    block = discriminator.blocks[0]
+    x = torch.randn(3, 4, 28, 28)
+
+    def conv(layer, h):  # equalized lr: N(0, 1) weights times gain / sqrt(fan_in) at run time (Karras et al. 2018, sec. 4.1)
+        return F.conv2d(h, layer.weight * layer.weight_scale, layer.bias, padding=layer.padding)
+
+    main = F.avg_pool2d(F.leaky_relu(conv(block.conv2, F.leaky_relu(conv(block.conv1, x), 0.2)), 0.2), 2)
+    expected = (main + conv(block.skip, F.avg_pool2d(x, 2))) / 2**0.5  # Karras et al. 2020, Fig. 7c
+    assert torch.allclose(block(x), expected, atol=1e-6)
+    assert block.conv1.weight_scale == pytest.approx(2**0.5 / (4 * 9) ** 0.5)
+    images = torch.randn(5, 1, 28, 28)
+    assert discriminator(images).shape == (5,)
+    assert [b.skip.weight.shape[:2] for b in discriminator.blocks] == [(8, 4), (16, 8)]  # widths 4 -> 8 -> 16, side 28 -> 7
+    assert discriminator.fc.weight.shape == (16, 16 * 7 * 7)
+    assert ResidualDiscriminator((3, 32, 32), channels=8)(torch.randn(2, 3, 32, 32)).shape == (2,)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 1, 28, 28\), got shape \(5, 28, 28\)"):
+        discriminator(images[:, 0])
+    with pytest.raises(ValueError, match="image_shape must be"):
+        ResidualDiscriminator((1, 64, 64))
+
+
+def test_gan_config_takes_the_residual_discriminator_and_adam_betas():
+    from ppl_dgm.gan.experiment import GANConfig, build_networks, config_objective
+    from ppl_dgm.gan.stylegan import ResidualDiscriminator
+
+    config = GANConfig(arch="stylegan", discriminator="residual", beta1=0.0, beta2=0.99, r1_gamma=0.5, channels=8, latent_dim=8)
+    _, discriminator = build_networks(config)
+    assert isinstance(discriminator, ResidualDiscriminator)
+    recipe = config_objective(config)
+    assert recipe.betas == (0.0, 0.99) and recipe.r1_weight == 0.5 and recipe.lr == 2e-4
+    assert config_objective(GANConfig(beta2=0.9)).betas == (0.5, 0.9)  # the other β stays the recipe's
+    with pytest.raises(ValueError, match="discriminator='residual' takes no labels"):
+        GANConfig(arch="cgan", discriminator="residual")
+    with pytest.raises(ValueError, match=r"beta2 must be a float in \[0, 1\) \(an Adam β\), got 1.0"):
+        GANConfig(beta2=1.0)
+    with pytest.raises(ValueError, match="discriminator='patch' is not known"):
+        GANConfig(discriminator="patch")
