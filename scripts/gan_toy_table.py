@@ -5,6 +5,7 @@
         --steps-for wasserstein_gp=30000 --out runs/gan_toy_wgan_gp.png
     python scripts/gan_toy_table.py --critic-figure docs/images/gan_toy_clipped_critic.png
     python scripts/gan_toy_table.py --seeds 0 1 2 3 4 --out runs/gan_toy_table_5seeds.png   # mean ± sd over seeds
+    python scripts/gan_toy_table.py --stack-figures WITH_SN.png WITHOUT_SN.png --titles "with SN" "without SN" --out BOTH.png
 
 Each objective trains with its own published recipe (optimizer, lr, betas, n_critic, batch size; see
 ``ppl_dgm.gan.losses``): minimax / non-saturating / least squares Adam 2e-4, β = (0.5, 0.999), n_critic = 1
@@ -81,6 +82,23 @@ def train_fixed_generator_critic(data: torch.Tensor, loss: str, steps: int, seed
     objective_ = recipe(loss, "toy")
     return estimate_w1(sample_data, sample_fixed_generator, steps=steps, batch_size=objective_.batch_size, hidden=SETTINGS["hidden"],
                        objective=objective_, num_eval=1000, seed=seed)["critic"]
+
+
+def stack_figures(paths: list[str], titles: list[str], out: str) -> None:
+    """The sample figures at ``paths`` one above the other, each under its title (e.g. with and without SN)."""
+    import matplotlib.pyplot as plt
+
+    images = [plt.imread(path) for path in paths]
+    width = max(image.shape[1] for image in images) / 100
+    figure, axes = plt.subplots(len(images), 1, figsize=(width, sum(image.shape[0] for image in images) / 100 + 0.4 * len(images)),
+                                squeeze=False, gridspec_kw={"height_ratios": [image.shape[0] for image in images]})
+    for axis, image, title in zip(axes[:, 0], images, titles):
+        axis.imshow(image)
+        axis.set_title(title, fontsize=11)
+        axis.axis("off")
+    figure.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=100)
 
 
 def critic_figure(path: str, steps: int, seed: int) -> list[dict]:
@@ -190,10 +208,22 @@ def main(argv=None) -> int:
     parser.add_argument("--critic-figure", metavar="PNG", help="only the fixed-generator critic figure (see above), to PNG")
     parser.add_argument("--critic-steps", type=int, default=5000, help="critic steps for --critic-figure")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stack-figures", nargs="+", metavar="PNG", help="only stack these sample figures (one above the other) into --out")
+    parser.add_argument("--titles", nargs="+", help="a title per --stack-figures figure")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="several seeds: every run per seed, a summary of modes and HQ (mean ± sd, min) over them; the "
                              "figure shows the first seed")
     args = parser.parse_args(argv)
+    if args.stack_figures:
+        titles = args.titles or [Path(path).stem for path in args.stack_figures]
+        if len(titles) != len(args.stack_figures):
+            parser.error(f"--titles needs one title per figure: {len(args.stack_figures)} figures, {len(titles)} titles")
+        missing = [path for path in args.stack_figures if not Path(path).is_file()]
+        if missing:
+            raise FileNotFoundError(f"--stack-figures: no such file {missing[0]!r}")
+        stack_figures(args.stack_figures, titles, args.out)
+        print(f"wrote {args.out}")
+        return 0
     seeds = args.seeds if args.seeds else [args.seed]
     budgets = parse_budgets(args.steps_for, args.steps)
     torch.set_num_threads(1)
