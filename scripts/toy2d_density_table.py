@@ -90,9 +90,9 @@ def plot(rows, nets, configs, path: Path, grid_size: int, seed: int) -> None:
 
 def train_row(model: str, name: str, args) -> tuple[dict, torch.nn.Module, object]:
     """Train one model on one density into <runs-dir>/<name> (score-sde) or <runs-dir>/<model>_<name>; its table row."""
-    epochs = math.ceil(args.steps / math.ceil(ScoreConfig.num_train / args.batch_size))  # fit stops at --steps
-    common = dict(dataset=name, hidden=tuple(args.hidden), epochs=epochs, batch_size=args.batch_size, lr=args.lr, ema_decay=args.ema_decay,
-                  seed=args.seed)
+    epochs = math.ceil(args.steps / math.ceil(args.num_train / args.batch_size))  # fit stops at --steps
+    common = dict(dataset=name, num_train=args.num_train, hidden=tuple(args.hidden), epochs=epochs, batch_size=args.batch_size, lr=args.lr,
+                  ema_decay=args.ema_decay, seed=args.seed)
     started = time.perf_counter()
     if model == "score-sde":
         config = ScoreConfig(**common, likelihood_weighting=args.likelihood_weighting, importance_sampling=args.importance_sampling,
@@ -109,7 +109,7 @@ def train_row(model: str, name: str, args) -> tuple[dict, torch.nn.Module, objec
         result = evaluate_ebm_run(net, config, args.num_test)
         extra = {"log_partition": result["log_partition"], "quadrature_error": result["quadrature_error"], "outside_box": result["outside_box"]}
     row = {"model": model, "name": name, "hidden": list(args.hidden), "likelihood_weighting": args.likelihood_weighting,
-           "fourier_features": args.fourier_features, "fourier_scale": args.fourier_scale, "lr_schedule": args.lr_schedule,
+           "num_train": args.num_train, "fourier_features": args.fourier_features, "fourier_scale": args.fourier_scale, "lr_schedule": args.lr_schedule,
            "importance_sampling": args.importance_sampling, "nll_nats": result["nll_nats"], "standard_error": result["nll_standard_error"],
            "floor": entropy_floor(name), **extra, "steps": trained.get("steps"), "ema_decay": args.ema_decay, "seed": args.seed,
            "train_seconds": trained["train_seconds"], "total_seconds": time.perf_counter() - started}
@@ -121,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5000, help="optimizer steps per density")
     parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--num-train", type=int, default=ScoreConfig.num_train, help="training points drawn from the density")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--ema-decay", type=float, default=0.995, help="EMA horizon 1/(1 - decay) steps; keep it a few %% of --steps")
     parser.add_argument("--seed", type=int, default=0, help="seeds the data, the network, the training order and the ODE samples")
