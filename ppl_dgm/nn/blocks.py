@@ -123,7 +123,7 @@ class EqualizedLinear(nn.Module):
         if not lr_multiplier > 0:
             raise ValueError(f"lr_multiplier must be > 0, got {lr_multiplier!r}")
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
-        self.bias = nn.Parameter(torch.full((out_features,), 0.0) + torch.as_tensor(bias_init) / lr_multiplier) if bias else None
+        self.bias = nn.Parameter(torch.as_tensor(bias_init, dtype=torch.float32).expand(out_features) / lr_multiplier) if bias else None
         self.weight_scale = gain / in_features**0.5 * lr_multiplier
         self.lr_multiplier = lr_multiplier
 
