@@ -58,6 +58,7 @@ class GANConfig:
     spectral_norm: bool = field(default=False, metadata={"help": "spectral normalization in D (Miyato et al. 2018)"})
     minibatch_std: bool = field(default=False, metadata={"help": "minibatch std feature in D (Karras et al. 2018)"})
     mixing_probability: float = field(default=0.9, metadata={"help": "style mixing (stylegan)"})
+    tanh_output: bool = field(default=False, metadata={"help": "stylegan: tanh on the generator's output, as DCGAN's (data in [−1, 1])"})
     r1_gamma: float = field(default=0.0, metadata={"help": "γ of the R1 penalty γ/2·E‖∇D(x)‖² on real data (Mescheder et al. 2018)"})
     seed: int = 0
     data_root: str | None = field(default=None, metadata={"help": "folder with torchvision files; never downloads"})
@@ -98,7 +99,8 @@ def build_networks(config: GANConfig) -> tuple[nn.Module, nn.Module]:
     shape = dataset_image_shape(config.dataset)
     classes = dataset_num_classes(config.dataset) if config.arch == "cgan" else None
     if config.arch == "stylegan":
-        generator: nn.Module = StyleGenerator(config.latent_dim, shape, config.channels, mixing_probability=config.mixing_probability)
+        generator: nn.Module = StyleGenerator(config.latent_dim, shape, config.channels, mixing_probability=config.mixing_probability,
+                                                  tanh=config.tanh_output)
     else:
         generator = DCGANGenerator(config.latent_dim, shape, config.channels, num_classes=classes)
     # batchnorm in D only for DCGAN-style runs: not in a WGAN critic (Gulrajani et al. 2017, sec. 4), not with

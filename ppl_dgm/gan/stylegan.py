@@ -59,11 +59,12 @@ class StyleGenerator(nn.Module):
     """z (B, latent_dim) -> images (B, C, H, W) in about [−1, 1]; one style per layer (2 per resolution).
 
     In training mode, with probability ``mixing_probability`` a sample takes its styles from a second z
-    after a random crossover layer (style mixing regularization, Karras et al. 2019, sec. 3.1).
+    after a random crossover layer (style mixing regularization, Karras et al. 2019, sec. 3.1). ``tanh`` bounds the
+    output to (−1, 1) like DCGAN's generator (Radford et al. 2016, sec. 3); StyleGAN's toRGB is linear.
     """
 
     def __init__(self, latent_dim: int = 64, image_shape: tuple[int, int, int] = (1, 28, 28), channels: int = 64,
-                 style_dim: int | None = None, mapping_layers: int = 4, mixing_probability: float = 0.9):
+                 style_dim: int | None = None, mapping_layers: int = 4, mixing_probability: float = 0.9, tanh: bool = False):
         super().__init__()
         self.latent_dim = check_positive_int("latent_dim", latent_dim)
         self.image_shape = check_image_shape(image_shape)
@@ -85,6 +86,7 @@ class StyleGenerator(nn.Module):
         for _ in self.sides[1:]:
             self.layers += [_StyleLayer(channels, channels, self.style_dim), _StyleLayer(channels, channels, self.style_dim)]
         self.to_image = EqualizedConv2d(channels, image_channels, 1)
+        self.tanh = bool(tanh)
         self.register_buffer("mean_style", torch.zeros(self.style_dim))  # w̄ for the truncation trick
 
     @property
@@ -118,7 +120,8 @@ class StyleGenerator(nn.Module):
             if index % 2 == 0:  # the first layer at each new resolution upsamples (bilinear, Karras et al. 2019)
                 x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
             x = layer(x, styles[:, index], noise[index])
-        return self.to_image(x)
+        image = self.to_image(x)
+        return torch.tanh(image) if self.tanh else image
 
     def forward(self, z: Tensor, truncation: float = 1.0) -> Tensor:
         batch_size = z.shape[0]

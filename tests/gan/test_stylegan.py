@@ -164,3 +164,17 @@ def test_gan_config_takes_the_residual_discriminator_and_adam_betas():
         GANConfig(beta2=1.0)
     with pytest.raises(ValueError, match="discriminator='patch' is not known"):
         GANConfig(discriminator="patch")
+
+
+def test_style_generator_tanh_output_bounds_the_linear_to_image_output():
+    from ppl_dgm.gan.experiment import GANConfig, build_networks
+
+    torch.manual_seed(0)
+    linear = StyleGenerator(latent_dim=8, channels=8, mixing_probability=0.0)
+    bounded = StyleGenerator(latent_dim=8, channels=8, mixing_probability=0.0, tanh=True)
+    bounded.load_state_dict(linear.state_dict())  # tanh has no parameters: the same checkpoint
+    styles = linear.styles(torch.randn(4, 8))
+    noise = linear.make_noise(4, torch.Generator().manual_seed(1))
+    assert torch.allclose(bounded.synthesize(styles, noise), torch.tanh(linear.synthesize(styles, noise)))
+    generator, _ = build_networks(GANConfig(arch="stylegan", tanh_output=True, channels=8, latent_dim=8))
+    assert generator.tanh and not build_networks(GANConfig(arch="stylegan", channels=8, latent_dim=8))[0].tanh
