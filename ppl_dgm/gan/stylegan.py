@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ppl_dgm._checks import check_image_shape, check_positive_int
-from ppl_dgm.gan.nets import MinibatchStd
+from ppl_dgm._checks import check_positive_int
+from ppl_dgm.gan.nets import _LOWEST_SIDE, MinibatchStd, _check_side
 from ppl_dgm.nn.blocks import AdaptiveInstanceNorm, EqualizedConv2d, EqualizedLinear, NoiseInjection
 
 __all__ = ["MappingNetwork", "ResidualDiscriminator", "StyleGenerator"]
@@ -67,10 +67,8 @@ class StyleGenerator(nn.Module):
                  style_dim: int | None = None, mapping_layers: int = 4, mixing_probability: float = 0.9, tanh: bool = False):
         super().__init__()
         self.latent_dim = check_positive_int("latent_dim", latent_dim)
-        self.image_shape = check_image_shape(image_shape)
-        image_channels, side, width = self.image_shape
-        if side != width or side not in (28, 32):
-            raise ValueError(f"image_shape must be (C, 28, 28) or (C, 32, 32), got {self.image_shape!r}")
+        self.image_shape = _check_side(image_shape)
+        image_channels, side, _ = self.image_shape
         channels = check_positive_int("channels", channels)
         self.style_dim = check_positive_int("style_dim", style_dim or latent_dim)
         if not 0.0 <= mixing_probability <= 1.0:
@@ -174,12 +172,11 @@ class ResidualDiscriminator(nn.Module):
 
     def __init__(self, image_shape: tuple[int, int, int] = (1, 28, 28), channels: int = 64, minibatch_std: bool = True):
         super().__init__()
-        self.image_shape = check_image_shape(image_shape)
-        image_channels, side, width = self.image_shape
-        if side != width or side not in (28, 32):
-            raise ValueError(f"image_shape must be (C, 28, 28) or (C, 32, 32), got {self.image_shape!r}")
+        self.image_shape = _check_side(image_shape)
+        image_channels, side, _ = self.image_shape
         channels = check_positive_int("channels", channels)
-        stages, lowest = (2, 7) if side == 28 else (3, 4)
+        lowest = _LOWEST_SIDE[side]
+        stages = {28: 2, 32: 3}[side]
         widths = [max(channels // 2, 1) * 2**i for i in range(stages + 1)]  # 28x28, channels 64: 32 -> 64 -> 128
         self.from_rgb = EqualizedConv2d(image_channels, widths[0], 1, gain=2**0.5)
         self.blocks = nn.Sequential(*(_ResidualDownBlock(a, b) for a, b in zip(widths[:-1], widths[1:])))

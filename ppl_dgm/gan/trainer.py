@@ -21,7 +21,8 @@ from ppl_dgm.train.checkpoint import Checkpoint, rng_state, set_rng_state
 from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.distributed import all_reduce_mean, rank_and_world_size
 from ppl_dgm.train.loop import (DIVERGENCE_FACTOR, History, TrainingDiverged, _LossModule, as_tensors, check_divergence_factor,
-                                check_finite_data, divergence_limit, epoch_order, iterate_minibatches, write_metrics)
+                                check_finite_data, divergence_limit, epoch_order, iterate_minibatches, steps_per_epoch,
+                                write_metrics)
 
 __all__ = ["train_adversarial", "fit_gan", "check_n_critic"]
 
@@ -109,7 +110,7 @@ def train_adversarial(
     metrics_path = Path(metrics_path) if metrics_path is not None and main_process else None
 
     num_examples = tensors[0].shape[0]
-    steps_per_epoch = math.ceil(math.ceil(num_examples / world_size) / batch_size)
+    epoch_steps = steps_per_epoch(num_examples, batch_size, world_size)
     history = History()
     start_epoch, start_batch, step = 0, 0, 0
     partial = torch.zeros(2, dtype=torch.float64)  # running sums of (d_loss, g_loss) of the current epoch
@@ -169,14 +170,14 @@ def train_adversarial(
             f"stopped, {where}. Lower the learning rates or regularize the discriminator."
         )
 
-    total_steps = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    total_steps = epochs * epoch_steps if max_steps is None else min(max_steps, epochs * epoch_steps)
     from tqdm.auto import tqdm
 
     for group in (*g_optimizer.param_groups, *d_optimizer.param_groups):
         group.setdefault("initial_lr", group["lr"])
 
     def set_learning_rates() -> None:
-        factor = lr_factor(step / (epochs * steps_per_epoch))  # independent of max_steps, so resume is exact
+        factor = lr_factor(step / (epochs * epoch_steps))  # independent of max_steps, so resume is exact
         for group in (*g_optimizer.param_groups, *d_optimizer.param_groups):
             group["lr"] = group["initial_lr"] * factor
 
@@ -232,7 +233,7 @@ def train_adversarial(
                     means = epoch_means(running, counts)
                     check_finite(means, epoch)
                     bar.set_postfix(epoch=epoch + 1, d_loss=f"{means[0]:.4g}", g_loss=f"{means[1]:.4g}")
-                if at_limit and batch_index < steps_per_epoch:
+                if at_limit and batch_index < epoch_steps:
                     save(epoch, batch_index, partial + running.cpu(), [partial_counts[i] + counts[i] for i in (0, 1)])
                     return history
             totals = [partial_counts[i] + counts[i] for i in (0, 1)]

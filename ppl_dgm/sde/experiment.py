@@ -7,7 +7,6 @@ TimeConditionedMLP, images ([−1, 1], 8-bit levels) a U-Net. EMA weights sample
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,7 +25,7 @@ from ppl_dgm.sde.sdes import VESDE, VPSDE, SDE, SubVPSDE
 from ppl_dgm.train.device import resolve_device
 from ppl_dgm.train.distributed import rank_and_world_size
 from ppl_dgm.train.ema import make_ema
-from ppl_dgm.train.loop import cosine_lr, fit
+from ppl_dgm.train.loop import cosine_lr, fit, steps_per_epoch
 from ppl_dgm.train.runs import RunDir
 
 __all__ = ["ScoreConfig", "build_network", "build_sde", "train_score", "load_score_run", "sample_score_run", "evaluate_score_run", "ddpm_ode_bits_per_dim"]
@@ -243,7 +242,7 @@ def train_score(config: ScoreConfig, run_dir: str | os.PathLike, *, device: str 
     on_step = None
     if config.lr_schedule == "cosine":  # a function of the step alone, so a resumed run continues exactly
         _, world_size = rank_and_world_size()
-        total_steps = config.epochs * math.ceil(math.ceil(train_data.shape[0] / world_size) / config.batch_size)
+        total_steps = config.epochs * steps_per_epoch(train_data.shape[0], config.batch_size, world_size)
 
         def on_step(step: int) -> None:
             for group in optimizers[0].param_groups:

@@ -171,6 +171,12 @@ def epoch_order(num_examples: int, epoch: int, seed: int, rank: int = 0, world_s
     return torch.tensor(list(sampler), dtype=torch.long)
 
 
+def steps_per_epoch(num_examples: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimizer steps in one epoch: each of ``world_size`` processes takes its ⌈N / world_size⌉ examples in minibatches
+    of ``batch_size`` (the last one may be short)."""
+    return math.ceil(math.ceil(num_examples / world_size) / batch_size)
+
+
 def cosine_lr(lr: float, step: int, total_steps: int) -> float:
     """The learning rate of optimizer step ``step`` (0-based) under cosine annealing to 0 over ``total_steps``:
     lr · ½(1 + cos(π · min(step, total_steps) / total_steps)) (Loshchilov & Hutter 2017, eq. 5 with η_min = 0, one cycle).
@@ -286,7 +292,7 @@ def fit(
     metrics_path = Path(metrics_path) if metrics_path is not None and main_process else None
 
     num_examples = tensors[0].shape[0]
-    steps_per_epoch = math.ceil(math.ceil(num_examples / world_size) / batch_size)
+    epoch_steps = steps_per_epoch(num_examples, batch_size, world_size)
     history = History()
     start_epoch, start_batch, step = 0, 0, 0
     partial_sum, partial_count = 0.0, 0
@@ -353,7 +359,7 @@ def fit(
             "Lower the learning rate or clip gradients (grad_clip=...)."
         )
 
-    total_steps = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    total_steps = epochs * epoch_steps if max_steps is None else min(max_steps, epochs * epoch_steps)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total_steps, initial=min(step, total_steps), desc=description, disable=not (progress and main_process), dynamic_ncols=True)
@@ -392,7 +398,7 @@ def fit(
                     mean = global_mean(running, running_count)
                     check_finite(mean, epoch)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{mean:.4g}")
-                if at_limit and batch_index < steps_per_epoch:
+                if at_limit and batch_index < epoch_steps:
                     save(epoch, batch_index, partial_sum + float(running), partial_count + running_count)
                     return history
             epoch_loss = global_mean(running, max(running_count, 1))
